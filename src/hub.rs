@@ -1,0 +1,630 @@
+//! The hub: sockets, rooms, users, and every way to reach them.
+
+use std::ptr;
+use std::sync::Arc as StrArc;
+
+use smallvec::SmallVec;
+
+use crate::index::ShardedIndex;
+use crate::presence::Presence;
+use crate::queue::{CloseReason, TrySendError};
+use crate::room::{JoinOutcome, LeaveOutcome, Room, RoomCell};
+use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, lock};
+use crate::{SocketMessage, StreamError, WebSocket};
+
+/// Limits and sizing of a [`StreamHub`].
+///
+/// # Examples
+///
+/// ```
+/// use nucleus_stream::{HubConfig, StreamHub};
+/// let hub = StreamHub::with_config(
+///     HubConfig::default().max_room_name_len(64).max_rooms_per_socket(16),
+/// );
+/// # drop(hub);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubConfig {
+    max_room_name_len: usize,
+    max_rooms_per_socket: usize,
+    shards: usize,
+}
+
+impl Default for HubConfig {
+    /// Room names up to 128 bytes, 128 rooms per socket, 64 index shards.
+    fn default() -> Self {
+        Self {
+            max_room_name_len: 128,
+            max_rooms_per_socket: 128,
+            shards: 64,
+        }
+    }
+}
+
+impl HubConfig {
+    /// Longest accepted room name, in UTF-8 bytes (at least 1).
+    pub fn max_room_name_len(mut self, n: usize) -> Self {
+        self.max_room_name_len = n.max(1);
+        self
+    }
+
+    /// Most rooms one socket may be in at once (at least 1).
+    pub fn max_rooms_per_socket(mut self, n: usize) -> Self {
+        self.max_rooms_per_socket = n.max(1);
+        self
+    }
+
+    /// Shards of the socket, room and user indexes (rounded up to a power of two). A
+    /// register, or the creation or removal of a room, copies one shard's map, so more
+    /// shards make those cheaper in a large hub at a small fixed memory cost (~200 bytes
+    /// per shard per index).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n.max(1);
+        self
+    }
+}
+
+/// What a broadcast did, recipient by recipient.
+///
+/// `queued + closed + dropped` covers every recipient once, except that under
+/// [`OverflowPolicy::DropOldest`](crate::OverflowPolicy::DropOldest) a recipient whose queue
+/// made room counts in `queued` and its evicted messages count in `dropped`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BroadcastReport {
+    /// Recipients whose queue accepted the message.
+    pub queued: usize,
+    /// Messages dropped by a full queue's policy (the new one, or evicted old ones).
+    pub dropped: usize,
+    /// Recipients whose queue was closed, or closed now as a slow consumer.
+    pub closed: usize,
+}
+
+impl BroadcastReport {
+    /// `queued + dropped + closed`: every recipient once (plus evictions, see above).
+    pub fn total(&self) -> usize {
+        self.queued + self.dropped + self.closed
+    }
+
+    /// Adds another report's counts to this one.
+    pub fn add(&mut self, other: BroadcastReport) {
+        self.queued += other.queued;
+        self.dropped += other.dropped;
+        self.closed += other.closed;
+    }
+}
+
+/// Counters describing a hub at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Registered sockets.
+    pub connections: usize,
+    /// Users with at least one registered socket.
+    pub online_users: usize,
+    /// Rooms with at least one member.
+    pub rooms: usize,
+    /// Times a user went from no socket to one.
+    pub users_went_online: u64,
+    /// Times a user went from one socket to none.
+    pub users_went_offline: u64,
+}
+
+/// A registered socket: the hub's clone of the [`WebSocket`] plus its room list.
+pub(crate) struct SocketEntry {
+    pub(crate) socket: WebSocket,
+    state: Mutex<EntryState>,
+}
+
+struct EntryState {
+    /// True from the end of `register` until `unregister` takes the lock.
+    registered: bool,
+    /// Rooms this socket is in. Invariant: the socket is a member of exactly the live room of
+    /// each name here (a room cannot die while it has this member).
+    rooms: SmallVec<[StrArc<str>; 4]>,
+}
+
+/// The central hub: connections, rooms, users and presence. Cloning is cheap and every
+/// clone shares the same state.
+///
+/// # Concurrency
+///
+/// Every method is safe to call from any thread or task. The `async` methods never await:
+/// each completes on its first poll and never waits for a slow client.
+///
+/// The message paths — [`send_to`](Self::send_to), [`send_to_user`](Self::send_to_user),
+/// [`broadcast_to_room`](Self::broadcast_to_room),
+/// [`broadcast_to_room_except`](Self::broadcast_to_room_except) and
+/// [`broadcast_all`](Self::broadcast_all) — acquire no `Mutex` or `RwLock`. Sockets, rooms and
+/// users are found through sharded copy-on-write maps, each shard an arc-swap cell: a lookup
+/// is a wait-free load and a hash probe. A room's members are a copy-on-write snapshot in an
+/// arc-swap cell, walked without a lock. Pushing into a socket's queue is a compare-and-swap
+/// plus a lock-free segment-queue push. The message itself is a shared `Bytes` handle: fan-out
+/// bumps a reference count per recipient and never copies the payload.
+///
+/// Membership changes (register, unregister, join, leave) serialize per socket and per room
+/// on small mutexes and publish new snapshots. They are linearizable: a join that returned
+/// before a broadcast began is seen by it; a leave that returned is not; an `unregister`
+/// racing a `join_room` of the same socket never leaves the socket in a room.
+///
+/// # Examples
+///
+/// ```
+/// use nucleus_stream::{channel, QueueConfig, SocketMessage, StreamHub, WebSocket};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let hub = StreamHub::new();
+/// let (tx, mut rx) = channel(QueueConfig::default());
+/// let socket = WebSocket::new("conn-1", tx);
+/// hub.register(socket.clone()).await?;
+/// hub.join_room(&socket.id, "general").await?;
+/// let report = hub.broadcast_to_room("general", SocketMessage::text("Hello everyone!")).await?;
+/// assert_eq!(report.queued, 1);
+/// assert_eq!(rx.recv().await, Some(SocketMessage::text("Hello everyone!")));
+/// hub.unregister(&socket.id).await;
+/// assert!(hub.list_rooms().await.is_empty());
+/// # Ok::<(), nucleus_stream::StreamError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct StreamHub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    config: HubConfig,
+    sockets: ShardedIndex<Arc<SocketEntry>>,
+    rooms: ShardedIndex<Arc<RoomCell>>,
+    presence: Presence,
+    /// Registered sockets. Changed only inside the sockets-shard critical section that
+    /// inserts or removes the socket, so it never underflows.
+    connections: AtomicUsize,
+}
+
+impl Default for StreamHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for StreamHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamHub")
+            .field("config", &self.inner.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl StreamHub {
+    /// A hub with the default [`HubConfig`].
+    pub fn new() -> Self {
+        Self::with_config(HubConfig::default())
+    }
+
+    /// A hub with the given limits.
+    pub fn with_config(config: HubConfig) -> Self {
+        let shards = config.shards;
+        Self {
+            inner: Arc::new(HubInner {
+                config,
+                sockets: ShardedIndex::new(shards),
+                rooms: ShardedIndex::new(shards),
+                presence: Presence::new(shards),
+                connections: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The hub's configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// Registers a socket. If it is authenticated, its user is online from now on.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::SocketExists`] if a socket with the same id is registered; the hub is
+    /// unchanged.
+    pub async fn register(&self, socket: WebSocket) -> Result<(), StreamError> {
+        self.register_now(socket)
+    }
+
+    fn register_now(&self, socket: WebSocket) -> Result<(), StreamError> {
+        let inner = &*self.inner;
+        let entry = Arc::new(SocketEntry {
+            socket,
+            state: Mutex::new(EntryState {
+                registered: false,
+                rooms: SmallVec::new(),
+            }),
+        });
+        // Held until the socket is fully registered: a racing unregister or join of this id
+        // waits here instead of seeing half a registration.
+        let mut state = lock(&entry.state);
+        let id = &entry.socket.id;
+        let inserted = inner.sockets.update(id, |map| {
+            if map.contains_key(id) {
+                return (false, None);
+            }
+            let mut next = map.clone();
+            next.insert(StrArc::clone(id), Arc::clone(&entry));
+            // ORDERING: exactness comes from the shard lock.
+            inner.connections.fetch_add(1, Ordering::Relaxed);
+            (true, Some(next))
+        });
+        if !inserted {
+            return Err(StreamError::SocketExists(id.to_string()));
+        }
+        state.registered = true;
+        if let Some(user) = entry.socket.user_arc() {
+            inner.presence.add(user, &entry);
+        }
+        drop(state);
+        Ok(())
+    }
+
+    /// Unregisters a socket: removes it from every room (emptied rooms disappear) and from its
+    /// user's devices, and closes its outbound queue with [`CloseReason::Unregistered`]
+    /// (messages already queued can still be drained). Returns the hub's handle of the socket,
+    /// or `None` if no socket had this id.
+    pub async fn unregister(&self, socket_id: &str) -> Option<WebSocket> {
+        self.unregister_now(socket_id)
+    }
+
+    fn unregister_now(&self, socket_id: &str) -> Option<WebSocket> {
+        let inner = &*self.inner;
+        let entry = inner.sockets.update(socket_id, |map| {
+            let Some(entry) = map.get(socket_id) else {
+                return (None, None);
+            };
+            let entry = Arc::clone(entry);
+            let mut next = map.clone();
+            next.remove(socket_id);
+            // ORDERING: exactness comes from the shard lock; the socket was counted.
+            inner.connections.fetch_sub(1, Ordering::Relaxed);
+            (Some(entry), Some(next))
+        })?;
+        let mut state = lock(&entry.state);
+        state.registered = false;
+        let rooms = std::mem::take(&mut state.rooms);
+        for name in &rooms {
+            self.leave_cell(&entry, name);
+        }
+        if let Some(user) = entry.socket.user_arc() {
+            inner.presence.remove(user, &entry);
+        }
+        drop(state);
+        entry
+            .socket
+            .sender()
+            .shared()
+            .close(CloseReason::Unregistered);
+        Some(entry.socket.clone())
+    }
+
+    fn check_room_name(&self, room: &str) -> Result<(), StreamError> {
+        let max = self.inner.config.max_room_name_len;
+        if room.is_empty() {
+            Err(StreamError::EmptyRoomName)
+        } else if room.len() > max {
+            Err(StreamError::RoomNameTooLong {
+                len: room.len(),
+                max,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Adds a socket to a room, creating the room if needed. Returns `true` if the socket
+    /// joined now, `false` if it was already a member (joining twice is harmless).
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::SocketNotFound`] if the socket is not registered;
+    /// [`StreamError::EmptyRoomName`] / [`StreamError::RoomNameTooLong`] for a bad name;
+    /// [`StreamError::TooManyRooms`] if the socket is at its room limit.
+    pub async fn join_room(&self, socket_id: &str, room: &str) -> Result<bool, StreamError> {
+        self.join_now(socket_id, room)
+    }
+
+    fn join_now(&self, socket_id: &str, room: &str) -> Result<bool, StreamError> {
+        self.check_room_name(room)?;
+        let inner = &*self.inner;
+        let not_found = || StreamError::SocketNotFound(socket_id.to_string());
+        let entry = inner.sockets.get(socket_id).ok_or_else(not_found)?;
+        let mut state = lock(&entry.state);
+        if !state.registered {
+            return Err(not_found());
+        }
+        if state.rooms.iter().any(|r| &**r == room) {
+            return Ok(false);
+        }
+        let max = inner.config.max_rooms_per_socket;
+        if state.rooms.len() >= max {
+            return Err(StreamError::TooManyRooms {
+                socket: socket_id.to_string(),
+                max,
+            });
+        }
+        // Fast path: the room exists and is alive; no index write.
+        let mut cell = inner.rooms.get(room);
+        loop {
+            let current = match cell.take() {
+                Some(c) => c,
+                None => self.live_room(room),
+            };
+            match current.insert(&entry) {
+                JoinOutcome::Joined | JoinOutcome::AlreadyMember => {
+                    state.rooms.push(StrArc::clone(&current.name));
+                    return Ok(true);
+                }
+                // Emptied meanwhile: get (or make) its successor and retry.
+                JoinOutcome::Dead => {}
+            }
+        }
+    }
+
+    /// The live room of this name, created (or put in place of a dead one) if needed.
+    fn live_room(&self, room: &str) -> Arc<RoomCell> {
+        self.inner.rooms.update(room, |map| match map.get(room) {
+            Some(cell) if !cell.is_dead() => (Arc::clone(cell), None),
+            _ => {
+                let cell = Arc::new(RoomCell::new(StrArc::from(room)));
+                let mut next = map.clone();
+                next.insert(StrArc::clone(&cell.name), Arc::clone(&cell));
+                (cell, Some(next))
+            }
+        })
+    }
+
+    /// Removes a socket from a room's membership and, if that emptied it, the room from the
+    /// index (only that incarnation: a successor created meanwhile stays).
+    fn leave_cell(&self, entry: &SocketEntry, room: &str) {
+        let Some(cell) = self.inner.rooms.get(room) else {
+            return;
+        };
+        if let LeaveOutcome::Left { now_empty: true } = cell.remove(entry) {
+            self.inner.rooms.update(room, |map| match map.get(room) {
+                Some(current) if Arc::ptr_eq(current, &cell) => {
+                    let mut next = map.clone();
+                    next.remove(room);
+                    ((), Some(next))
+                }
+                _ => ((), None),
+            });
+        }
+    }
+
+    /// Removes a socket from a room. Returns `true` if it was a member. A room left empty
+    /// disappears.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::SocketNotFound`] if the socket is not registered;
+    /// [`StreamError::EmptyRoomName`] / [`StreamError::RoomNameTooLong`] for a bad name.
+    pub async fn leave_room(&self, socket_id: &str, room: &str) -> Result<bool, StreamError> {
+        self.leave_now(socket_id, room)
+    }
+
+    fn leave_now(&self, socket_id: &str, room: &str) -> Result<bool, StreamError> {
+        self.check_room_name(room)?;
+        let not_found = || StreamError::SocketNotFound(socket_id.to_string());
+        let entry = self.inner.sockets.get(socket_id).ok_or_else(not_found)?;
+        let mut state = lock(&entry.state);
+        if !state.registered {
+            return Err(not_found());
+        }
+        let Some(i) = state.rooms.iter().position(|r| &**r == room) else {
+            return Ok(false);
+        };
+        state.rooms.swap_remove(i);
+        self.leave_cell(&entry, room);
+        Ok(true)
+    }
+
+    /// Socket ids in a room, in no particular order; empty if the room does not exist.
+    pub async fn get_room_members(&self, room: &str) -> Vec<String> {
+        self.inner
+            .rooms
+            .with(room, |cell| {
+                cell.load()
+                    .entries()
+                    .map(|e| e.socket.id.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Rooms a socket is in; empty if it is not registered.
+    pub async fn get_socket_rooms(&self, socket_id: &str) -> Vec<String> {
+        self.inner
+            .sockets
+            .with(socket_id, |entry| {
+                lock(&entry.state)
+                    .rooms
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Names of all rooms with at least one member.
+    pub async fn list_rooms(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.inner.rooms.for_each(|name, cell| {
+            if cell.load().len() > 0 {
+                out.push(name.to_string());
+            }
+        });
+        out
+    }
+
+    /// A snapshot of a room, or `None` if it does not exist.
+    pub async fn get_room(&self, room: &str) -> Option<Room> {
+        let cell = self.inner.rooms.get(room)?;
+        let members = cell.load_full();
+        (members.len() > 0).then(|| Room::new(StrArc::clone(&cell.name), members))
+    }
+
+    /// Queues a message for one socket.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::SocketNotFound`] if no socket has this id; [`StreamError::SendFailed`]
+    /// if its queue is closed or refused the message (full).
+    pub async fn send_to(&self, socket_id: &str, msg: SocketMessage) -> Result<(), StreamError> {
+        match self
+            .inner
+            .sockets
+            .with(socket_id, |entry| entry.socket.sender().shared().push(msg))
+        {
+            None => Err(StreamError::SocketNotFound(socket_id.to_string())),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(TrySendError::Full(_) | TrySendError::Closed(_))) => {
+                Err(StreamError::SendFailed(socket_id.to_string()))
+            }
+        }
+    }
+
+    /// Queues a message for every member of a room. A room that does not exist has no
+    /// members: the result is `Ok` with zero recipients.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::EmptyRoomName`] / [`StreamError::RoomNameTooLong`] for a bad name.
+    pub async fn broadcast_to_room(
+        &self,
+        room: &str,
+        msg: SocketMessage,
+    ) -> Result<BroadcastReport, StreamError> {
+        self.broadcast_room_now(room, &msg, None)
+    }
+
+    /// Queues a message for every member of a room except one socket (typically the sender).
+    ///
+    /// # Errors
+    ///
+    /// As [`broadcast_to_room`](Self::broadcast_to_room).
+    pub async fn broadcast_to_room_except(
+        &self,
+        room: &str,
+        msg: SocketMessage,
+        except_socket_id: &str,
+    ) -> Result<BroadcastReport, StreamError> {
+        self.broadcast_room_now(room, &msg, Some(except_socket_id))
+    }
+
+    fn broadcast_room_now(
+        &self,
+        room: &str,
+        msg: &SocketMessage,
+        except: Option<&str>,
+    ) -> Result<BroadcastReport, StreamError> {
+        self.check_room_name(room)?;
+        // Hold the excluded entry so its address cannot be reused by a new socket while we
+        // compare against it.
+        let except = except.and_then(|id| self.inner.sockets.get(id));
+        let except_ptr = except.as_ref().map_or(ptr::null(), Arc::as_ptr);
+        Ok(self
+            .inner
+            .rooms
+            .with(room, |cell| cell.load().broadcast(msg, except_ptr))
+            .unwrap_or_default())
+    }
+
+    /// Queues a message for every registered socket; returns how many queued it.
+    /// [`broadcast_all_report`](Self::broadcast_all_report) also says how many refused.
+    pub async fn broadcast_all(&self, msg: SocketMessage) -> usize {
+        self.broadcast_all_now(&msg).queued
+    }
+
+    /// As [`broadcast_all`](Self::broadcast_all), with the full report.
+    pub async fn broadcast_all_report(&self, msg: SocketMessage) -> BroadcastReport {
+        self.broadcast_all_now(&msg)
+    }
+
+    fn broadcast_all_now(&self, msg: &SocketMessage) -> BroadcastReport {
+        let mut report = BroadcastReport::default();
+        self.inner.sockets.for_each(|_, entry| {
+            report.record(entry.socket.sender().shared().push(msg.clone()));
+        });
+        report
+    }
+
+    /// Queues a message for every socket (device) of a user. An offline user has no devices:
+    /// the result is `Ok` with zero recipients.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `Result` leaves room for limits without breaking callers.
+    pub async fn send_to_user(
+        &self,
+        user_id: &str,
+        msg: SocketMessage,
+    ) -> Result<BroadcastReport, StreamError> {
+        Ok(self
+            .inner
+            .presence
+            .with_devices(user_id, |devices| {
+                let mut report = BroadcastReport::default();
+                for entry in &devices.0 {
+                    report.record(entry.socket.sender().shared().push(msg.clone()));
+                }
+                report
+            })
+            .unwrap_or_default())
+    }
+
+    /// Whether the user has at least one registered socket.
+    pub async fn is_user_online(&self, user_id: &str) -> bool {
+        self.inner.presence.is_online(user_id)
+    }
+
+    /// Users with at least one registered socket, in no particular order.
+    pub async fn online_users(&self) -> Vec<String> {
+        self.inner.presence.online_users()
+    }
+
+    /// Registered sockets.
+    pub async fn connection_count(&self) -> usize {
+        // ORDERING: a statistic; exact once concurrent (un)registrations have returned.
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// Users with at least one registered socket.
+    pub async fn online_user_count(&self) -> usize {
+        self.inner.presence.online_count()
+    }
+
+    /// Whether a socket with this id is registered.
+    pub async fn is_registered(&self, socket_id: &str) -> bool {
+        self.inner.sockets.with(socket_id, |_| ()).is_some()
+    }
+
+    /// The hub's handle of a registered socket.
+    pub async fn get_socket(&self, socket_id: &str) -> Option<WebSocket> {
+        self.inner.sockets.with(socket_id, |e| e.socket.clone())
+    }
+
+    /// Counters describing the hub now (each read without a lock; not one atomic snapshot).
+    pub fn stats(&self) -> HubStats {
+        let (went_online, went_offline) = self.inner.presence.transitions();
+        let mut rooms = 0;
+        self.inner.rooms.for_each(|_, cell| {
+            if cell.load().len() > 0 {
+                rooms += 1;
+            }
+        });
+        HubStats {
+            // ORDERING: statistics.
+            connections: self.inner.connections.load(Ordering::Relaxed),
+            online_users: self.inner.presence.online_count(),
+            rooms,
+            users_went_online: went_online,
+            users_went_offline: went_offline,
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! # Nucleus Stream
+//!
+//! WebSocket rooms, broadcast and presence for latency-sensitive servers.
+//!
+//! - [`StreamHub`] tracks sockets, rooms and users, and delivers messages to one socket, a
+//!   room, a user's devices or everyone. Its message paths take no lock: room membership is a
+//!   copy-on-write snapshot in an arc-swap cell, and a broadcast walks it without waiting.
+//! - [`SocketMessage`] payloads are shared [`bytes::Bytes`] buffers: fan-out to a thousand
+//!   sockets bumps a reference count a thousand times and copies nothing.
+//! - Each socket has a bounded outbound queue ([`channel`]) with an overflow policy, so a slow
+//!   client never slows the others; any transport drains it.
+//! - [`StreamHandler`] is the application's callbacks; the `server` feature (on by default)
+//!   runs hub and handler over real WebSockets.
+//!
+//! ```
+//! use nucleus_stream::{channel, QueueConfig, SocketMessage, StreamHub, WebSocket};
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let hub = StreamHub::new();
+//! let (tx, mut rx) = channel(QueueConfig::default());
+//! let socket = WebSocket::authenticated("conn-1", "alice".to_string(), tx);
+//! hub.register(socket.clone()).await?;
+//! hub.join_room(&socket.id, "general").await?;
+//! hub.broadcast_to_room("general", SocketMessage::text("hi")).await?;
+//! assert_eq!(rx.recv().await, Some(SocketMessage::text("hi")));
+//! assert!(hub.is_user_online("alice").await);
+//! # Ok::<(), nucleus_stream::StreamError>(())
+//! # }).unwrap();
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+mod handler;
+mod hub;
+mod index;
+mod message;
+mod presence;
+mod queue;
+mod room;
+mod socket;
+mod sync;
+
+pub use error::StreamError;
+pub use handler::StreamHandler;
+pub use hub::{BroadcastReport, HubConfig, HubStats, StreamHub};
+pub use message::{SocketMessage, Utf8Bytes};
+pub use queue::{
+    CloseReason, MAX_BYTES_LIMIT, MAX_MESSAGES_LIMIT, OverflowPolicy, QueueConfig, Receiver,
+    Sender, TryRecvError, TrySendError, channel,
+};
+pub use room::Room;
+pub use socket::WebSocket;
+
+pub use async_trait::async_trait;
+pub use bytes::Bytes;

@@ -1,0 +1,746 @@
+//! The per-socket outbound queue: bounded, lock-free on the push side, transport-agnostic.
+//!
+//! [`channel`] makes a [`Sender`] / [`Receiver`] pair. The hub pushes into the sender (a
+//! [`WebSocket`](crate::WebSocket) owns one); whatever carries bytes to the client — the
+//! bundled server, an axum handler, a test — drains the receiver, one message at a time
+//! ([`Receiver::recv`]) or everything queued at once ([`Receiver::recv_many`]).
+//!
+//! # Bounds and overflow
+//!
+//! A queue is bounded both in messages and in payload bytes ([`QueueConfig`]). A push never
+//! blocks and never awaits: when it would exceed a bound the queue's [`OverflowPolicy`]
+//! applies — close the queue as a slow consumer (the default), drop the new message, or drop
+//! the oldest queued messages to make room. A single message larger than the byte bound can
+//! never fit; it is refused as [`TrySendError::Full`] under every policy.
+//!
+//! # Memory
+//!
+//! An idle queue holds no message storage: segments of 31 slots are allocated as messages
+//! arrive and freed as the consumer moves past them (at most one segment stays allocated).
+//!
+//! # How it works
+//!
+//! Items live in a `crossbeam_queue::SegQueue` (a lock-free MPMC segment queue). One atomic
+//! word packs the queued byte count, the queued message count and a CLOSED bit; a producer
+//! reserves room with a compare-and-swap on it before pushing, so the bound is exact and the
+//! close check is atomic with the reservation. The consumer releases room after popping. The
+//! wake-up protocol is an `AtomicWaker`: the consumer registers, then re-checks; a producer
+//! pushes, then wakes. The loom models in `loom_tests/` check it.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::task::{Context, Poll, Waker};
+
+use crate::SocketMessage;
+use crate::sync::{Arc, AtomicU8, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
+
+/// Bits of the state word holding queued payload bytes.
+const BYTES_BITS: u32 = 40;
+const BYTES_MASK: u64 = (1 << BYTES_BITS) - 1;
+/// One queued message, in the state word.
+const ONE_MESSAGE: u64 = 1 << BYTES_BITS;
+/// Bits of the state word holding the queued message count (bits 40..63).
+const MESSAGES_MASK: u64 = ((1 << 23) - 1) << BYTES_BITS;
+/// Set once, never cleared: no push succeeds after it.
+const CLOSED: u64 = 1 << 63;
+
+/// The largest `max_messages` a queue accepts (the field is 23 bits wide).
+pub const MAX_MESSAGES_LIMIT: usize = (1 << 23) - 1;
+/// The largest `max_bytes` a queue accepts (the field is 40 bits wide: 1 TiB).
+pub const MAX_BYTES_LIMIT: usize = (1 << BYTES_BITS) - 1;
+
+/// What a full queue does with a new message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Close the queue with [`CloseReason::SlowConsumer`]: the transport then disconnects the
+    /// client (the bundled server sends close code 1008). The default, as in Centrifugo: a
+    /// client that cannot keep up is told so instead of silently missing messages.
+    #[default]
+    Disconnect,
+    /// Keep what is queued and drop the new message.
+    DropNewest,
+    /// Drop the oldest queued messages until the new one fits.
+    DropOldest,
+}
+
+/// Bounds and overflow policy of one outbound queue.
+///
+/// # Examples
+///
+/// ```
+/// use nucleus_stream::{OverflowPolicy, QueueConfig};
+/// let config = QueueConfig::default()
+///     .max_messages(256)
+///     .max_bytes(64 * 1024)
+///     .policy(OverflowPolicy::DropOldest);
+/// let (tx, rx) = nucleus_stream::channel(config);
+/// # drop((tx, rx));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    max_messages: usize,
+    max_bytes: usize,
+    policy: OverflowPolicy,
+}
+
+impl Default for QueueConfig {
+    /// 4,096 messages, 1 MiB of payload, [`OverflowPolicy::Disconnect`].
+    fn default() -> Self {
+        Self {
+            max_messages: 4096,
+            max_bytes: 1 << 20,
+            policy: OverflowPolicy::Disconnect,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// At most this many queued messages (clamped to `1..=MAX_MESSAGES_LIMIT`).
+    pub fn max_messages(mut self, n: usize) -> Self {
+        self.max_messages = n.clamp(1, MAX_MESSAGES_LIMIT);
+        self
+    }
+
+    /// At most this many queued payload bytes (clamped to `1..=MAX_BYTES_LIMIT`).
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n.clamp(1, MAX_BYTES_LIMIT);
+        self
+    }
+
+    /// What happens when a push would exceed a bound.
+    pub fn policy(mut self, policy: OverflowPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The message bound.
+    pub fn get_max_messages(&self) -> usize {
+        self.max_messages
+    }
+
+    /// The byte bound.
+    pub fn get_max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// The overflow policy.
+    pub fn get_policy(&self) -> OverflowPolicy {
+        self.policy
+    }
+}
+
+/// Why a queue was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// [`Sender::close`] or [`Receiver::close`] was called, or every sender was dropped.
+    Closed,
+    /// The queue overflowed under [`OverflowPolicy::Disconnect`].
+    SlowConsumer,
+    /// The socket was unregistered from its hub.
+    Unregistered,
+    /// The receiver was dropped: nobody will read what is pushed.
+    ReceiverDropped,
+}
+
+impl CloseReason {
+    fn encode(self) -> u8 {
+        match self {
+            Self::Closed => 1,
+            Self::SlowConsumer => 2,
+            Self::Unregistered => 3,
+            Self::ReceiverDropped => 4,
+        }
+    }
+
+    fn decode(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Closed,
+            2 => Self::SlowConsumer,
+            3 => Self::Unregistered,
+            4 => Self::ReceiverDropped,
+            _ => return None,
+        })
+    }
+}
+
+/// A message that could not be queued, given back to the caller.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// The queue is full and its policy refused the message (or the message alone is larger
+    /// than the byte bound). Under [`OverflowPolicy::Disconnect`] the queue is now closed.
+    #[error("outbound queue is full")]
+    Full(SocketMessage),
+    /// The queue is closed.
+    #[error("outbound queue is closed")]
+    Closed(SocketMessage),
+}
+
+impl TrySendError {
+    /// The message that was not queued.
+    pub fn into_inner(self) -> SocketMessage {
+        match self {
+            Self::Full(m) | Self::Closed(m) => m,
+        }
+    }
+}
+
+/// Why [`Receiver::try_recv`] returned nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TryRecvError {
+    /// Nothing is queued right now.
+    #[error("outbound queue is empty")]
+    Empty,
+    /// The queue is closed and fully drained.
+    #[error("outbound queue is closed")]
+    Closed,
+}
+
+/// How a successful push went, for broadcast accounting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// Queued with room to spare.
+    Plain,
+    /// Queued after dropping this many older messages (`OverflowPolicy::DropOldest`).
+    DroppedOldest(u32),
+}
+
+/// Makes a bounded outbound queue: the producer half for a [`WebSocket`](crate::WebSocket),
+/// the consumer half for the transport. Allocates one small shared header and no message
+/// storage until messages arrive.
+///
+/// # Examples
+///
+/// ```
+/// use nucleus_stream::{channel, QueueConfig, SocketMessage};
+/// let (tx, mut rx) = channel(QueueConfig::default());
+/// tx.try_send(SocketMessage::text("hi")).unwrap();
+/// assert_eq!(rx.try_recv().unwrap(), SocketMessage::text("hi"));
+/// ```
+pub fn channel(config: QueueConfig) -> (Sender, Receiver) {
+    let shared = Arc::new(Shared {
+        items: Items::new(),
+        state: AtomicU64::new(0),
+        reason: AtomicU8::new(0),
+        waker: AtomicWaker::new(),
+        senders: AtomicUsize::new(1),
+        dropped: AtomicU64::new(0),
+        max_messages: config.max_messages as u64,
+        max_bytes: config.max_bytes as u64,
+        policy: config.policy,
+    });
+    (
+        Sender {
+            shared: Arc::clone(&shared),
+        },
+        Receiver { shared },
+    )
+}
+
+pub(crate) struct Shared {
+    items: Items,
+    /// Packed: bits 0..40 queued payload bytes, bits 40..63 queued messages, bit 63 CLOSED.
+    /// Invariant: the counts cover every message in `items` plus reservations whose push is
+    /// in flight; a producer adds before pushing, the consumer subtracts after popping, so the
+    /// counts never underflow and never exceed the bounds. CLOSED is never cleared.
+    state: AtomicU64,
+    /// The first close reason (`CloseReason::encode`), 0 while open. Written once, before the
+    /// CLOSED bit is set, so whoever observes CLOSED observes a reason.
+    reason: AtomicU8,
+    waker: AtomicWaker,
+    /// Live `Sender` handles; the last one to go closes the queue.
+    senders: AtomicUsize,
+    /// Messages dropped by the overflow policy (statistics only, never used for control).
+    dropped: AtomicU64,
+    max_messages: u64,
+    max_bytes: u64,
+    policy: OverflowPolicy,
+}
+
+impl Shared {
+    /// Pushes without ever blocking. On `Err` the message is given back with the reason.
+    pub(crate) fn push(&self, msg: SocketMessage) -> Result<Queued, TrySendError> {
+        let size = msg.len() as u64;
+        if size > self.max_bytes {
+            // ORDERING: statistics counter, no data depends on it.
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(TrySendError::Full(msg));
+        }
+        let mut dropped_oldest = 0u32;
+        let mut spins = 0u32;
+        // ORDERING: a stale first read only costs a failed compare-exchange.
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            if current & CLOSED != 0 {
+                if dropped_oldest > 0 {
+                    // We released room; the consumer may be waiting to observe the close.
+                    self.waker.wake();
+                }
+                return Err(TrySendError::Closed(msg));
+            }
+            let messages = (current & MESSAGES_MASK) >> BYTES_BITS;
+            let bytes = current & BYTES_MASK;
+            if messages < self.max_messages && bytes + size <= self.max_bytes {
+                // ORDERING: AcqRel orders the reservation with the consumer's release and with
+                // close(); Acquire on failure so the retry sees the winner's state.
+                match self.state.compare_exchange_weak(
+                    current,
+                    current + ONE_MESSAGE + size,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => {
+                        current = actual;
+                        continue;
+                    }
+                }
+            }
+            match self.policy {
+                OverflowPolicy::Disconnect => {
+                    self.close(CloseReason::SlowConsumer);
+                    return Err(TrySendError::Closed(msg));
+                }
+                OverflowPolicy::DropNewest => {
+                    // ORDERING: statistics counter.
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Err(TrySendError::Full(msg));
+                }
+                OverflowPolicy::DropOldest => {
+                    if let Some(old) = self.items.pop() {
+                        self.release(old.len() as u64);
+                        // ORDERING: statistics counter.
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        dropped_oldest += 1;
+                    } else {
+                        // Counted but not yet visible: another producer's push is in flight
+                        // (or the consumer popped and has not released yet). Bounded wait.
+                        spins += 1;
+                        if spins > 64 {
+                            self.dropped.fetch_add(1, Ordering::Relaxed);
+                            if dropped_oldest > 0 {
+                                self.waker.wake();
+                            }
+                            return Err(TrySendError::Full(msg));
+                        }
+                        crate::sync::spin_hint();
+                    }
+                    current = self.state.load(Ordering::Acquire);
+                }
+            }
+        }
+        self.items.push(msg);
+        self.waker.wake();
+        Ok(if dropped_oldest == 0 {
+            Queued::Plain
+        } else {
+            Queued::DroppedOldest(dropped_oldest)
+        })
+    }
+
+    /// Gives back the room of one popped message.
+    fn release(&self, size: u64) {
+        // ORDERING: AcqRel pairs with producers' reservations (they must not see room that
+        // the popped slot still occupies).
+        self.state
+            .fetch_sub(ONE_MESSAGE + size, Ordering::AcqRel);
+    }
+
+    fn pop(&self) -> Option<SocketMessage> {
+        let msg = self.items.pop()?;
+        self.release(msg.len() as u64);
+        Some(msg)
+    }
+
+    /// Closes the queue; the first reason sticks. Returns whether this call closed it.
+    pub(crate) fn close(&self, reason: CloseReason) -> bool {
+        // ORDERING: AcqRel/Acquire: the reason is published before CLOSED (below), and a
+        // losing closer's read of the winner's reason orders it before its own fetch_or.
+        let _ = self
+            .reason
+            .compare_exchange(0, reason.encode(), Ordering::AcqRel, Ordering::Acquire);
+        // ORDERING: AcqRel publishes the reason with the bit.
+        let previous = self.state.fetch_or(CLOSED, Ordering::AcqRel);
+        self.waker.wake();
+        previous & CLOSED == 0
+    }
+
+    fn close_reason(&self) -> Option<CloseReason> {
+        // ORDERING: Acquire pairs with close(): seeing CLOSED means seeing the reason.
+        if self.state.load(Ordering::Acquire) & CLOSED == 0 {
+            return None;
+        }
+        CloseReason::decode(self.reason.load(Ordering::Acquire))
+    }
+
+    fn is_closed(&self) -> bool {
+        // ORDERING: Acquire pairs with close().
+        self.state.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    fn len(&self) -> usize {
+        // ORDERING: an instantaneous statistic.
+        ((self.state.load(Ordering::Relaxed) & MESSAGES_MASK) >> BYTES_BITS) as usize
+    }
+
+    fn bytes(&self) -> usize {
+        // ORDERING: an instantaneous statistic.
+        (self.state.load(Ordering::Relaxed) & BYTES_MASK) as usize
+    }
+
+    fn dropped(&self) -> u64 {
+        // ORDERING: statistics counter.
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<SocketMessage>> {
+        if let Some(msg) = self.pop() {
+            return Poll::Ready(Some(msg));
+        }
+        self.waker.register(cx.waker());
+        // Re-check after registering: a push that completed before the registration did not
+        // see our waker, but its item is visible now.
+        if let Some(msg) = self.pop() {
+            return Poll::Ready(Some(msg));
+        }
+        // ORDERING: Acquire pairs with close() and with reservations.
+        let state = self.state.load(Ordering::Acquire);
+        if state & CLOSED != 0 && state & MESSAGES_MASK == 0 {
+            // Closed, and no reservation is in flight: nothing can arrive any more.
+            return Poll::Ready(None);
+        }
+        // Either open, or closed with a push in flight that will wake us when it lands.
+        Poll::Pending
+    }
+}
+
+/// The producer half of an outbound queue. Cloning adds a producer; when the last one is
+/// dropped the queue closes (after the receiver drains what is queued, it sees the end).
+pub struct Sender {
+    shared: Arc<Shared>,
+}
+
+impl Sender {
+    /// Queues `msg` without blocking.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Closed`] if the queue is closed, [`TrySendError::Full`] if the policy
+    /// refused it. Either way the message is given back.
+    pub fn try_send(&self, msg: SocketMessage) -> Result<(), TrySendError> {
+        self.shared.push(msg).map(|_| ())
+    }
+
+    /// Closes the queue: later pushes fail, the receiver drains what is queued and then ends.
+    pub fn close(&self) {
+        self.shared.close(CloseReason::Closed);
+    }
+
+    /// Whether the queue is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Payload bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.bytes()
+    }
+
+    /// Messages dropped so far by the overflow policy.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped()
+    }
+
+    /// Whether both senders feed the same queue.
+    pub fn same_channel(&self, other: &Sender) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        // ORDERING: like Arc's increment, a new handle is made from an existing one.
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        // ORDERING: AcqRel: the last sender's close must follow every other sender's pushes.
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.close(CloseReason::Closed);
+        }
+    }
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("len", &self.shared.len())
+            .field("bytes", &self.shared.bytes())
+            .field("closed", &self.shared.is_closed())
+            .finish()
+    }
+}
+
+/// The consumer half of an outbound queue, drained by the transport.
+pub struct Receiver {
+    shared: Arc<Shared>,
+}
+
+impl Receiver {
+    /// Waits for the next message. Returns `None` once the queue is closed and drained.
+    pub async fn recv(&mut self) -> Option<SocketMessage> {
+        poll_fn(|cx| self.shared.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message; `Ready(None)` once the queue is closed and drained.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<SocketMessage>> {
+        self.shared.poll_recv(cx)
+    }
+
+    /// Takes the next message if one is queued.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`] if nothing is queued now, [`TryRecvError::Closed`] if the queue
+    /// is closed and drained.
+    pub fn try_recv(&mut self) -> Result<SocketMessage, TryRecvError> {
+        if let Some(msg) = self.shared.pop() {
+            return Ok(msg);
+        }
+        // ORDERING: Acquire pairs with close() and reservations.
+        let state = self.shared.state.load(Ordering::Acquire);
+        if state & CLOSED != 0 && state & MESSAGES_MASK == 0 {
+            Err(TryRecvError::Closed)
+        } else {
+            Err(TryRecvError::Empty)
+        }
+    }
+
+    /// Waits until at least one message is queued, then moves up to `limit` queued messages
+    /// into `buf` (a writer's batch: feed them all, flush once). Returns how many were moved;
+    /// `0` means the queue is closed and drained (or `limit` is 0).
+    pub async fn recv_many(&mut self, buf: &mut Vec<SocketMessage>, limit: usize) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        match self.recv().await {
+            None => 0,
+            Some(first) => {
+                buf.push(first);
+                1 + self.try_recv_many(buf, limit - 1)
+            }
+        }
+    }
+
+    /// Moves up to `limit` messages that are queued now into `buf`, without waiting.
+    pub fn try_recv_many(&mut self, buf: &mut Vec<SocketMessage>, limit: usize) -> usize {
+        let mut n = 0;
+        while n < limit {
+            match self.shared.pop() {
+                Some(msg) => {
+                    buf.push(msg);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    }
+
+    /// Closes the queue from the consumer side; queued messages can still be drained.
+    pub fn close(&self) {
+        self.shared.close(CloseReason::Closed);
+    }
+
+    /// Whether the queue is closed (messages may still be queued).
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Why the queue was closed, once it is.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.close_reason()
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Payload bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.bytes()
+    }
+
+    /// Messages dropped so far by the overflow policy.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.shared.close(CloseReason::ReceiverDropped);
+        // Free queued payloads now rather than when the last sender goes.
+        while self.shared.pop().is_some() {}
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("len", &self.shared.len())
+            .field("bytes", &self.shared.bytes())
+            .field("closed", &self.shared.is_closed())
+            .finish()
+    }
+}
+
+/// The item storage: lock-free normally; under loom a mutex-protected deque stands in (loom
+/// cannot see inside crossbeam), while the counting and wake-up protocol around it stays ours.
+struct Items {
+    #[cfg(not(nucleus_loom))]
+    queue: crossbeam_queue::SegQueue<SocketMessage>,
+    #[cfg(nucleus_loom)]
+    queue: crate::sync::Mutex<std::collections::VecDeque<SocketMessage>>,
+}
+
+impl Items {
+    fn new() -> Self {
+        Self {
+            #[cfg(not(nucleus_loom))]
+            queue: crossbeam_queue::SegQueue::new(),
+            #[cfg(nucleus_loom)]
+            queue: crate::sync::Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    fn push(&self, msg: SocketMessage) {
+        #[cfg(not(nucleus_loom))]
+        self.queue.push(msg);
+        #[cfg(nucleus_loom)]
+        crate::sync::lock(&self.queue).push_back(msg);
+    }
+
+    fn pop(&self) -> Option<SocketMessage> {
+        #[cfg(not(nucleus_loom))]
+        {
+            self.queue.pop()
+        }
+        #[cfg(nucleus_loom)]
+        {
+            crate::sync::lock(&self.queue).pop_front()
+        }
+    }
+}
+
+/// A waker slot shared by producers (who wake) and one consumer (who registers): the
+/// `AtomicWaker` protocol of futures-rs, written against the sync facade so loom checks it.
+struct AtomicWaker {
+    /// WAITING (0), or REGISTERING and/or WAKING bits held by whoever is touching `waker`.
+    /// Invariant: `waker` is accessed only by the thread that moved the state out of WAITING.
+    state: AtomicUsize,
+    waker: UnsafeCell<Option<Waker>>,
+}
+
+const WAITING: usize = 0;
+const REGISTERING: usize = 0b01;
+const WAKING: usize = 0b10;
+
+// SAFETY: access to `waker` is serialized by the `state` protocol.
+unsafe impl Send for AtomicWaker {}
+// SAFETY: as above.
+unsafe impl Sync for AtomicWaker {}
+
+impl AtomicWaker {
+    fn new() -> Self {
+        Self {
+            state: AtomicUsize::new(WAITING),
+            waker: UnsafeCell::new(None),
+        }
+    }
+
+    fn register(&self, waker: &Waker) {
+        // ORDERING: Acquire takes the slot and sees the last waker stored in it.
+        match self
+            .state
+            .compare_exchange(WAITING, REGISTERING, Ordering::Acquire, Ordering::Acquire)
+            .unwrap_or_else(|x| x)
+        {
+            WAITING => {
+                self.waker.with_mut(|slot| {
+                    // SAFETY: we hold REGISTERING; no one else touches the slot.
+                    let slot = unsafe { &mut *slot };
+                    match slot {
+                        Some(old) if old.will_wake(waker) => {}
+                        _ => *slot = Some(waker.clone()),
+                    }
+                });
+                // ORDERING: AcqRel releases the stored waker to the next taker and acquires a
+                // concurrent waker's pushes if it set WAKING meanwhile.
+                if self
+                    .state
+                    .compare_exchange(REGISTERING, WAITING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    // A wake arrived while we registered: it could not take the waker, so we
+                    // wake on its behalf.
+                    // SAFETY: still REGISTERING | WAKING: the slot is ours.
+                    let taken = self.waker.with_mut(|slot| unsafe { (*slot).take() });
+                    // ORDERING: AcqRel: release the slot.
+                    self.state.swap(WAITING, Ordering::AcqRel);
+                    if let Some(w) = taken {
+                        w.wake();
+                    }
+                }
+            }
+            WAKING => {
+                // A wake is in progress and may have missed the new waker: wake it ourselves.
+                waker.wake_by_ref();
+            }
+            _ => {
+                // Concurrent register calls are impossible (one Receiver, `&mut self`).
+            }
+        }
+    }
+
+    fn wake(&self) {
+        // ORDERING: AcqRel: acquire the registered waker; release our push to the consumer.
+        if self.state.fetch_or(WAKING, Ordering::AcqRel) == WAITING {
+            // SAFETY: we moved the state out of WAITING: the slot is ours.
+            let taken = self.waker.with_mut(|slot| unsafe { (*slot).take() });
+            // ORDERING: Release: the slot is free again.
+            self.state.fetch_and(!WAKING, Ordering::Release);
+            if let Some(w) = taken {
+                w.wake();
+            }
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Rooms: membership as chunked copy-on-write snapshots behind an arc-swap cell.
+//!
+//! # Layout
+//!
+//! A room's members are an immutable [`Members`] snapshot: a spine of `Arc`'d chunks of at
+//! most [`CHUNK`] members each. A broadcast loads the current snapshot (wait-free) and walks
+//! the chunks — a linear scan over plain pointers, without any lock. A join or leave, under
+//! the room's writer mutex, copies the spine (one pointer per chunk) and the one or two
+//! chunks it changes, then publishes the new snapshot. At 100,000 members that is ~100 spine
+//! pointers and ≤ 2 chunks instead of the whole list (DESIGN.md §4); a leave moves the last
+//! member into the hole, so members are unordered.
+//!
+//! # Why members are plain pointers, and why that is sound
+//!
+//! Copying a chunk of `Arc`s would bump one reference count per member — a cache miss each in
+//! a large hub — so a chunk holds `Member`s: raw pointers to the socket's registry entry and
+//! to its queue. The room's writer state owns one `Arc` per current member. When a member
+//! leaves, its `Arc` is not dropped: it is *retired* into the link that the previous snapshot
+//! holds, and every snapshot's link chains to its successor's. Holding any snapshot therefore
+//! keeps alive every entry retired after it was published — exactly the entries it may still
+//! point to. When the last reader of an old snapshot drops it, the chain prefix and the
+//! retired entries go with it. (Epoch reclamation, built from reference counts.)
+
+use std::collections::HashMap;
+use std::ptr;
+use std::sync::Arc as StrArc;
+
+use smallvec::SmallVec;
+
+use crate::SocketMessage;
+use crate::hub::{BroadcastReport, SocketEntry};
+use crate::queue::{Queued, Shared, TrySendError};
+use crate::sync::{Arc, AtomicCell, AtomicPtr, Loaded, Mutex, Ordering, lock};
+
+/// Members per chunk. A join copies at most one chunk; a leave at most two.
+pub(crate) const CHUNK: usize = 512;
+
+/// One member, as a broadcast sees it: where to push, and who it is.
+#[derive(Clone, Copy)]
+pub(crate) struct Member {
+    queue: *const Shared,
+    entry: *const SocketEntry,
+}
+
+// SAFETY: the pointees are `Sync` (`Shared` and `SocketEntry` are shared across threads by
+// design) and are kept alive by the retire chain for as long as any snapshot holding the
+// pointer is alive (see the module docs).
+unsafe impl Send for Member {}
+// SAFETY: as above.
+unsafe impl Sync for Member {}
+
+impl Member {
+    fn of(entry: &Arc<SocketEntry>) -> Self {
+        Self {
+            queue: entry.socket.sender().shared() as *const Shared,
+            entry: Arc::as_ptr(entry),
+        }
+    }
+
+    fn key(&self) -> usize {
+        self.entry as usize
+    }
+}
+
+struct Chunk(Box<[Member]>);
+
+/// An immutable membership snapshot.
+pub(crate) struct Members {
+    chunks: Vec<Arc<Chunk>>,
+    len: usize,
+    /// Keeps alive every entry retired after this snapshot was published.
+    retired: Arc<RetireLink>,
+}
+
+impl Members {
+    fn empty() -> Self {
+        Self {
+            chunks: Vec::new(),
+            len: 0,
+            retired: Arc::new(RetireLink::new()),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Member> {
+        self.chunks.iter().flat_map(|c| c.0.iter())
+    }
+
+    /// The registry entries of the members, valid for as long as `self` is borrowed.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &SocketEntry> {
+        // SAFETY: `self` (through its retire chain) keeps every member's entry alive.
+        self.iter().map(|m| unsafe { &*m.entry })
+    }
+
+    /// Pushes `msg` to every member except `except`; never blocks.
+    pub(crate) fn broadcast(
+        &self,
+        msg: &SocketMessage,
+        except: *const SocketEntry,
+    ) -> BroadcastReport {
+        let mut report = BroadcastReport::default();
+        for chunk in &self.chunks {
+            for m in chunk.0.iter() {
+                if ptr::eq(m.entry, except) {
+                    continue;
+                }
+                // SAFETY: `self` keeps the member's entry, and so its queue, alive.
+                let queue = unsafe { &*m.queue };
+                report.record(queue.push(msg.clone()));
+            }
+        }
+        report
+    }
+}
+
+/// One link of the retire chain; filled once, when the snapshot holding it is superseded by
+/// one that dropped members.
+struct RetireLink {
+    /// Null until filled (under the room's writer lock); then owns a `Box<RetiredBag>`.
+    /// Invariant: written at most once, read only on drop.
+    bag: AtomicPtr<RetiredBag>,
+}
+
+struct RetiredBag {
+    entries: SmallVec<[Arc<SocketEntry>; 1]>,
+    next: Arc<RetireLink>,
+}
+
+impl RetireLink {
+    fn new() -> Self {
+        Self {
+            bag: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    fn fill(&self, bag: RetiredBag) {
+        let raw = Box::into_raw(Box::new(bag));
+        // ORDERING: Release publishes the bag to whichever thread drops the link (that thread
+        // is also ordered after us by the Arc count, this is belt and braces).
+        let previous = self.bag.swap(raw, Ordering::AcqRel);
+        debug_assert!(previous.is_null(), "a retire link is filled once");
+    }
+}
+
+impl Drop for RetireLink {
+    fn drop(&mut self) {
+        // ORDERING: Acquire pairs with fill().
+        let mut raw = self.bag.swap(ptr::null_mut(), Ordering::Acquire);
+        // Iterative, so that dropping a long chain cannot overflow the stack.
+        while !raw.is_null() {
+            // SAFETY: `raw` came from `Box::into_raw` in `fill` and was swapped out exactly once.
+            let bag = unsafe { Box::from_raw(raw) };
+            let RetiredBag { entries, next } = *bag;
+            drop(entries);
+            raw = match Arc::try_unwrap(next) {
+                // ORDERING: Acquire pairs with fill().
+                Ok(link) => link.bag.swap(ptr::null_mut(), Ordering::Acquire),
+                Err(_shared) => ptr::null_mut(),
+            };
+        }
+    }
+}
+
+/// A room in the hub's index: its name, its current snapshot and its writer state.
+pub(crate) struct RoomCell {
+    pub(crate) name: StrArc<str>,
+    members: AtomicCell<Members>,
+    writer: Mutex<RoomWriter>,
+}
+
+struct RoomWriter {
+    /// entry address → (the owning reference, position in the snapshot).
+    positions: HashMap<usize, (Arc<SocketEntry>, usize)>,
+    /// Set when the last member left: the room is being removed from the index and must not
+    /// be joined; a joiner creates a fresh room instead.
+    dead: bool,
+}
+
+pub(crate) enum JoinOutcome {
+    Joined,
+    AlreadyMember,
+    /// The room emptied and is leaving the index; retry with a fresh room.
+    Dead,
+}
+
+pub(crate) enum LeaveOutcome {
+    NotMember,
+    Left { now_empty: bool },
+}
+
+impl RoomCell {
+    pub(crate) fn new(name: StrArc<str>) -> Self {
+        Self {
+            name,
+            members: AtomicCell::new(Arc::new(Members::empty())),
+            writer: Mutex::new(RoomWriter {
+                positions: HashMap::new(),
+                dead: false,
+            }),
+        }
+    }
+
+    /// The current snapshot, loaded without a lock.
+    pub(crate) fn load(&self) -> Loaded<Members> {
+        self.members.load()
+    }
+
+    /// The current snapshot as an owned handle.
+    pub(crate) fn load_full(&self) -> Arc<Members> {
+        self.members.load_full()
+    }
+
+    pub(crate) fn insert(&self, entry: &Arc<SocketEntry>) -> JoinOutcome {
+        let mut w = lock(&self.writer);
+        if w.dead {
+            return JoinOutcome::Dead;
+        }
+        let member = Member::of(entry);
+        if w.positions.contains_key(&member.key()) {
+            return JoinOutcome::AlreadyMember;
+        }
+        let current = self.members.load();
+        let pos = current.len;
+        let mut chunks = current.chunks.clone();
+        let ci = pos / CHUNK;
+        let grown: Box<[Member]> = match chunks.get(ci) {
+            Some(chunk) => chunk.0.iter().copied().chain([member]).collect(),
+            None => Box::new([member]),
+        };
+        if ci == chunks.len() {
+            chunks.push(Arc::new(Chunk(grown)));
+        } else {
+            chunks[ci] = Arc::new(Chunk(grown));
+        }
+        let next = Members {
+            chunks,
+            len: pos + 1,
+            // Nothing retired: the successor shares the pending link.
+            retired: Arc::clone(&current.retired),
+        };
+        drop(current);
+        self.members.store(Arc::new(next));
+        w.positions.insert(member.key(), (Arc::clone(entry), pos));
+        JoinOutcome::Joined
+    }
+
+    pub(crate) fn remove(&self, entry: &SocketEntry) -> LeaveOutcome {
+        let mut w = lock(&self.writer);
+        let key = entry as *const SocketEntry as usize;
+        let Some((owned, pos)) = w.positions.remove(&key) else {
+            return LeaveOutcome::NotMember;
+        };
+        let current = self.members.load();
+        let last = current.len - 1;
+        let mut chunks = current.chunks.clone();
+        let (lc, li) = (last / CHUNK, last % CHUNK);
+        let moved = chunks[lc].0[li];
+        let mut last_chunk: Vec<Member> = chunks[lc].0[..li].to_vec();
+        if pos != last {
+            let (pc, pi) = (pos / CHUNK, pos % CHUNK);
+            if pc == lc {
+                last_chunk[pi] = moved;
+            } else {
+                let mut changed: Box<[Member]> = chunks[pc].0.clone();
+                changed[pi] = moved;
+                chunks[pc] = Arc::new(Chunk(changed));
+            }
+            if let Some(slot) = w.positions.get_mut(&moved.key()) {
+                slot.1 = pos;
+            }
+        }
+        if last_chunk.is_empty() {
+            chunks.pop();
+        } else {
+            chunks[lc] = Arc::new(Chunk(last_chunk.into_boxed_slice()));
+        }
+        let link = Arc::new(RetireLink::new());
+        let mut entries = SmallVec::new();
+        entries.push(owned);
+        current.retired.fill(RetiredBag {
+            entries,
+            next: Arc::clone(&link),
+        });
+        let next = Members {
+            chunks,
+            len: last,
+            retired: link,
+        };
+        drop(current);
+        self.members.store(Arc::new(next));
+        let now_empty = last == 0;
+        if now_empty {
+            w.dead = true;
+        }
+        LeaveOutcome::Left { now_empty }
+    }
+
+    /// Whether the room has been emptied and is on its way out of the index.
+    pub(crate) fn is_dead(&self) -> bool {
+        lock(&self.writer).dead
+    }
+}
+
+/// A snapshot of a room: its name and its members at the moment it was taken.
+///
+/// Returned by [`StreamHub::get_room`](crate::StreamHub::get_room). It does not change when
+/// sockets join or leave afterwards; take a new one to see them. Holding it keeps the
+/// snapshot's member entries in memory, so don't keep it for long.
+///
+/// # Examples
+///
+/// ```
+/// # use nucleus_stream::{channel, QueueConfig, StreamHub, WebSocket};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let hub = StreamHub::new();
+/// let (tx, _rx) = channel(QueueConfig::default());
+/// hub.register(WebSocket::new("a", tx)).await?;
+/// hub.join_room("a", "lobby").await?;
+/// let room = hub.get_room("lobby").await.expect("room exists");
+/// assert_eq!(room.name(), "lobby");
+/// assert_eq!(room.size(), 1);
+/// assert!(room.contains("a"));
+/// # Ok::<(), nucleus_stream::StreamError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Room {
+    name: StrArc<str>,
+    members: Arc<Members>,
+}
+
+impl Room {
+    pub(crate) fn new(name: StrArc<str>, members: Arc<Members>) -> Self {
+        Self { name, members }
+    }
+
+    /// The room's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of members in this snapshot.
+    pub fn size(&self) -> usize {
+        self.members.len
+    }
+
+    /// Whether this snapshot has no members (only possible for a room being removed).
+    pub fn is_empty(&self) -> bool {
+        self.members.len == 0
+    }
+
+    /// The members' socket ids, in no particular order.
+    pub fn members(&self) -> impl Iterator<Item = &str> {
+        self.members.entries().map(|e| &*e.socket.id)
+    }
+
+    /// Whether the socket with this id is in this snapshot (a linear scan).
+    pub fn contains(&self, socket_id: &str) -> bool {
+        self.members().any(|id| id == socket_id)
+    }
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("name", &self.name)
+            .field("size", &self.size())
+            .finish()
+    }
+}
+
+impl BroadcastReport {
+    pub(crate) fn record(&mut self, outcome: Result<Queued, TrySendError>) {
+        match outcome {
+            Ok(Queued::Plain) => self.queued += 1,
+            Ok(Queued::DroppedOldest(n)) => {
+                self.queued += 1;
+                self.dropped += n as usize;
+            }
+            Err(TrySendError::Full(_)) => self.dropped += 1,
+            Err(TrySendError::Closed(_)) => self.closed += 1,
+        }
+    }
+}
+
+impl Drop for RoomCell {
+    fn drop(&mut self) {
+        // A room normally leaves the index empty; when the hub itself is dropped with members
+        // still in, hand their owning references to the current snapshot's retire link so a
+        // `Room` snapshot that outlives the hub still points at live entries.
+        let entries: SmallVec<[Arc<SocketEntry>; 1]> = lock(&self.writer)
+            .positions
+            .drain()
+            .map(|(_, (entry, _))| entry)
+            .collect();
+        if !entries.is_empty() {
+            let current = self.members.load();
+            current.retired.fill(RetiredBag {
+                entries,
+                next: Arc::new(RetireLink::new()),
+            });
+        }
+    }
+}
