@@ -345,8 +345,7 @@ impl Shared {
     fn release(&self, size: u64) {
         // ORDERING: AcqRel pairs with producers' reservations (they must not see room that
         // the popped slot still occupies).
-        self.state
-            .fetch_sub(ONE_MESSAGE + size, Ordering::AcqRel);
+        self.state.fetch_sub(ONE_MESSAGE + size, Ordering::AcqRel);
     }
 
     fn pop(&self) -> Option<SocketMessage> {
@@ -359,9 +358,9 @@ impl Shared {
     pub(crate) fn close(&self, reason: CloseReason) -> bool {
         // ORDERING: AcqRel/Acquire: the reason is published before CLOSED (below), and a
         // losing closer's read of the winner's reason orders it before its own fetch_or.
-        let _ = self
-            .reason
-            .compare_exchange(0, reason.encode(), Ordering::AcqRel, Ordering::Acquire);
+        let _ =
+            self.reason
+                .compare_exchange(0, reason.encode(), Ordering::AcqRel, Ordering::Acquire);
         // ORDERING: AcqRel publishes the reason with the bit.
         let previous = self.state.fetch_or(CLOSED, Ordering::AcqRel);
         self.waker.wake();

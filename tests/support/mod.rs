@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod wire;
+
 use nucleus_stream::{
     QueueConfig, Receiver, SocketMessage, StreamHub, TryRecvError, WebSocket, channel,
 };
