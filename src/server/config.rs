@@ -210,8 +210,11 @@ impl ServerConfig {
     }
 
     /// How long a graceful [`shutdown`](crate::server::ServerHandle::shutdown) may take: every
-    /// client gets close 1001 at once, and connections still open at the deadline are
-    /// dropped.
+    /// client gets what was already queued for it and close 1001 at once, and connections
+    /// still open at the deadline are dropped (each still unregistered and given its
+    /// `on_disconnect`). A task still running half a second past the deadline — a handler
+    /// that never returns — is aborted; its socket is unregistered all the same, but its
+    /// `on_disconnect` does not run.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self

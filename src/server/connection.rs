@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc as StrArc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
@@ -28,8 +27,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tracing::{debug, warn};
 
-use crate::server::ServerShared;
 use crate::server::auth::{Admission, UpgradeRequest};
+use crate::server::{ServerConfig, ServerShared};
 use crate::sync::{AtomicU64, Ordering};
 use crate::{CloseReason, SocketMessage, StreamError, StreamHub, Utf8Bytes, WebSocket, channel};
 
@@ -230,13 +229,17 @@ pub(crate) async fn serve(
     // --- Close: unregister first so nothing new is queued, then finish the handshake. ---
     hub.unregister(&socket.id).await;
     registration.armed = false;
-    drop(rx);
     let id = StrArc::clone(&socket.id);
     drop(socket);
-    if let Some(ws) = ws {
-        close(ws, &end, config.close_timeout).await;
-    }
+    let closing = match ws {
+        Some(ws) => send_close(ws, &end, &mut rx, config).await,
+        None => None,
+    };
+    drop(rx);
     shared.handler.on_disconnect(hub, &id).await;
+    if let Some((ws, deadline)) = closing {
+        linger(ws, deadline).await;
+    }
 }
 
 /// The read/write loop. Returns why it ended and, unless the TCP connection is already
@@ -443,13 +446,17 @@ fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
     }
 }
 
-/// Sends our close frame (unless the client closed first: tungstenite then replies with
-/// its), flushes, half-closes the TCP connection and waits for the client to close its side,
-/// all within the close timeout (or the shutdown deadline, if earlier). Reading until the
-/// client's EOF keeps the kernel from resetting the connection while our close frame is
-/// still in flight.
-async fn close(mut ws: WebSocketStream<TcpStream>, end: &End, close_timeout: Duration) {
-    let mut deadline = Instant::now() + close_timeout;
+/// Sends what the end calls for — the backlog on shutdown, then our close frame (unless the
+/// client closed first: tungstenite then replies with its own) — and flushes, all before the
+/// close deadline: the close timeout, or the shutdown deadline if earlier. Returns the stream
+/// and the deadline for [`linger`], or `None` if the connection is already unusable.
+async fn send_close(
+    mut ws: WebSocketStream<TcpStream>,
+    end: &End,
+    rx: &mut crate::Receiver,
+    config: &ServerConfig,
+) -> Option<(WebSocketStream<TcpStream>, Instant)> {
+    let mut deadline = Instant::now() + config.close_timeout;
     let frame = match end {
         End::PeerClosed(_) => None,
         End::Fault(code, _) => Some(close_frame(
@@ -468,24 +475,54 @@ async fn close(mut ws: WebSocketStream<TcpStream>, end: &End, close_timeout: Dur
             deadline = deadline.min(*at);
             Some(close_frame(1001, "server shutting down"))
         }
-        End::PeerGone(_) | End::WriteFailed(_) => return,
+        End::PeerGone(_) | End::WriteFailed(_) => return None,
     };
-    let closing = async {
+    let sending = async {
+        if let End::Shutdown(_) = end {
+            // What was queued before the shutdown still goes out, ahead of the close frame.
+            let mut backlog = Vec::new();
+            while rx.try_recv_many(&mut backlog, config.write_batch) > 0 {
+                for msg in backlog.drain(..) {
+                    if Pin::new(&mut ws).start_send(to_ws(msg)).is_err() {
+                        return false;
+                    }
+                }
+                if poll_fn(|cx| Pin::new(&mut ws).poll_flush(cx))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+        }
         if let Some(frame) = frame {
             if Pin::new(&mut ws)
                 .start_send(Message::Close(Some(frame)))
                 .is_err()
             {
-                return;
+                return false;
             }
         }
         if poll_fn(|cx| Pin::new(&mut ws).poll_flush(cx))
             .await
             .is_err()
         {
-            return;
+            return false;
         }
-        let tcp = ws.get_mut();
+        true
+    };
+    match timeout_at(deadline, sending).await {
+        Ok(true) => Some((ws, deadline)),
+        _ => None,
+    }
+}
+
+/// Half-closes the TCP connection and reads (discarding) until the client closes its side or
+/// the deadline passes. Dropping a socket with unread input makes the kernel send a reset,
+/// which can destroy our close frame before the client reads it; this avoids that.
+async fn linger(mut ws: WebSocketStream<TcpStream>, deadline: Instant) {
+    let tcp = ws.get_mut();
+    let draining = async {
         if tcp.shutdown().await.is_err() {
             return;
         }
@@ -496,5 +533,5 @@ async fn close(mut ws: WebSocketStream<TcpStream>, end: &End, close_timeout: Dur
             }
         }
     };
-    let _ = timeout_at(deadline, closing).await;
+    let _ = timeout_at(deadline, draining).await;
 }

@@ -80,6 +80,10 @@ pub use config::ServerConfig;
 /// without a reply (a flood must not buy a task per connection).
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
+/// After the shutdown deadline, how long connection tasks get to finish their last steps
+/// (unregister, `on_disconnect`) before they are aborted.
+const ABORT_GRACE: Duration = Duration::from_millis(500);
+
 /// Builds and starts a server.
 ///
 /// # Examples
@@ -210,7 +214,7 @@ impl ServerHandle {
     }
 
     /// Begins a graceful shutdown (later calls do nothing): the listener closes, every client
-    /// gets close 1001 after what is already being written, and each connection ends when the
+    /// gets what is already queued for it, then close 1001, and each connection ends when the
     /// client completes the close or at the deadline
     /// ([`shutdown_timeout`](ServerConfig::shutdown_timeout)), whichever comes first.
     /// Await [`stopped`](Self::stopped) to know when every connection is gone.
@@ -321,8 +325,11 @@ async fn accept_loop(
         connections = tasks.len(),
         "server shutting down: listener closed"
     );
+    // Connections close themselves by the deadline; the grace covers their last steps
+    // (unregister, `on_disconnect`) before anything still running is aborted.
+    let abort_at = deadline + ABORT_GRACE;
     while !tasks.is_empty() {
-        match timeout_at(deadline, tasks.join_next()).await {
+        match timeout_at(abort_at, tasks.join_next()).await {
             Ok(Some(result)) => log_task_end(result),
             Ok(None) => break,
             Err(_) => {
