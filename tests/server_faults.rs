@@ -1,6 +1,8 @@
 //! Bad input over a real loopback socket: each fault closes only the faulty connection, with
 //! the right close code, while a well-behaved client on the same server keeps working.
 
+#![cfg(feature = "server")]
+
 mod support;
 
 use nucleus_stream::server::ServerConfig;

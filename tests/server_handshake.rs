@@ -1,6 +1,8 @@
 //! The upgrade: Origin allow-list, the auth hook, the connection limit and the handshake
 //! timeout, each over a real loopback socket.
 
+#![cfg(feature = "server")]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Heartbeats: the server pings, answers pings, and closes a peer that has gone silent,
 //! while a live peer that answers pings stays connected.
 
+#![cfg(feature = "server")]
+
 mod support;
 
 use std::time::Duration;

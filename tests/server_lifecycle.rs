@@ -1,6 +1,8 @@
 //! A connection's life over loopback: on_connect, messages in order (text and binary,
 //! fragmented or not), unregister then on_disconnect exactly once, whatever the ending.
 
+#![cfg(feature = "server")]
+
 mod support;
 
 use futures_util::SinkExt;

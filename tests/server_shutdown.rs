@@ -1,6 +1,8 @@
 //! Graceful shutdown: stop accepting, close 1001 to everyone, end within the deadline, and
 //! resolve only when every connection is gone.
 
+#![cfg(feature = "server")]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! A client that stops reading is closed as a slow consumer (1008, backlog discarded) while
 //! 50 reading clients in the same room receive every message, in order.
 
+#![cfg(feature = "server")]
+
 mod support;
 
 use std::sync::Arc;

@@ -112,6 +112,8 @@ impl Drop for Registration {
 
 /// Answers an over-limit connection with HTTP 503 (within the handshake timeout).
 pub(crate) async fn refuse(shared: StrArc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
+    // The callback's signature is tungstenite's `Callback`.
+    #[allow(clippy::result_large_err)]
     let refuse = |_: &Request, _: Response| -> Result<Response, ErrorResponse> {
         Err(error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -143,6 +145,8 @@ pub(crate) async fn serve(
     // --- Handshake: Origin, then auth, inside the upgrade; bounded by the timeout. ---
     let mut admission: Option<Admission> = None;
     let mut refusal: Option<StatusCode> = None;
+    // The callback's signature is tungstenite's `Callback`.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
         let origin = request.headers().get(header::ORIGIN).map(|v| v.as_bytes());
         if !config.origin_allowed(origin) {

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "server")]
 pub mod wire;
 
 use nucleus_stream::{
