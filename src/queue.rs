@@ -583,6 +583,24 @@ impl Receiver {
         self.shared.close_reason()
     }
 
+    /// Polls for the queue's closing without taking any message: `Ready(reason)` once it is
+    /// closed, otherwise `Pending` with the task registered to be woken by the next push or by
+    /// the close. A transport whose write is stalled uses this to notice a slow-consumer close
+    /// while it cannot take more messages. (Wake-ups from pushes are spurious for this purpose:
+    /// poll again.)
+    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        if let Some(reason) = self.shared.close_reason() {
+            return Poll::Ready(reason);
+        }
+        self.shared.waker.register(cx.waker());
+        // Re-check after registering: a close that completed before the registration did not
+        // see our waker.
+        match self.shared.close_reason() {
+            Some(reason) => Poll::Ready(reason),
+            None => Poll::Pending,
+        }
+    }
+
     /// Messages queued now.
     pub fn len(&self) -> usize {
         self.shared.len()
