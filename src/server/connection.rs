@@ -172,8 +172,13 @@ pub(crate) async fn serve(
             }
         }
     };
-    let handshake =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(shared.ws_config));
+    // Boxed: the handshake's state is large and lives only until the upgrade; inline, it
+    // would size every connection's task for its whole life.
+    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(shared.ws_config),
+    ));
     let ws = match timeout(config.handshake_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
@@ -235,14 +240,15 @@ pub(crate) async fn serve(
     registration.armed = false;
     let id = StrArc::clone(&socket.id);
     drop(socket);
+    // The closing steps are boxed for the same reason as the handshake.
     let closing = match ws {
-        Some(ws) => send_close(ws, &end, &mut rx, config).await,
+        Some(ws) => Box::pin(send_close(ws, &end, &mut rx, config)).await,
         None => None,
     };
     drop(rx);
     shared.handler.on_disconnect(hub, &id).await;
     if let Some((ws, deadline)) = closing {
-        linger(ws, deadline).await;
+        Box::pin(linger(ws, deadline)).await;
     }
 }
 
