@@ -45,6 +45,10 @@ fn next_socket_id() -> StrArc<str> {
     StrArc::from(format!("c{n:x}"))
 }
 
+/// An upgraded connection. Boxed so that moving it between the phases of a connection moves
+/// a pointer, and so that each phase's future does not carry its own copy of it.
+type Ws = Box<WebSocketStream<TcpStream>>;
+
 /// The shutdown signal: `Some(deadline)` once a graceful shutdown has begun.
 pub(crate) type ShutdownRx = watch::Receiver<Option<Instant>>;
 
@@ -137,8 +141,22 @@ pub(crate) async fn serve(
     shared: StrArc<ServerShared>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: ShutdownRx,
+    shutdown: ShutdownRx,
 ) {
+    // Boxed: the handshake's state is large and lives only until the upgrade; inline, it
+    // would size every connection's task for its whole life.
+    let Some((ws, admission)) = Box::pin(handshake(&shared, stream, peer)).await else {
+        return;
+    };
+    open(&shared, ws, admission, peer, shutdown).await;
+}
+
+/// The upgrade: Origin, then auth, inside the HTTP handshake, bounded by the timeout.
+async fn handshake(
+    shared: &ServerShared,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(Ws, Admission)> {
     let _ = stream.set_nodelay(true);
     let config = &shared.config;
 
@@ -172,28 +190,33 @@ pub(crate) async fn serve(
             }
         }
     };
-    // Boxed: the handshake's state is large and lives only until the upgrade; inline, it
-    // would size every connection's task for its whole life.
-    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        callback,
-        Some(shared.ws_config),
-    ));
-    let ws = match timeout(config.handshake_timeout, handshake).await {
-        Ok(Ok(ws)) => ws,
+    let upgrade =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(shared.ws_config));
+    match timeout(config.handshake_timeout, upgrade).await {
+        Ok(Ok(ws)) => Some((Box::new(ws), admission.unwrap_or_default())),
         Ok(Err(e)) => {
             match refusal {
                 Some(status) => debug!(%peer, %status, "upgrade refused"),
                 None => warn!(%peer, error = %e, "handshake failed"),
             }
-            return;
+            None
         }
         Err(_) => {
             warn!(%peer, "handshake timed out");
-            return;
+            None
         }
-    };
-    let admission = admission.unwrap_or_default();
+    }
+}
+
+/// An open connection: register, serve, close, unregister.
+async fn open(
+    shared: &ServerShared,
+    ws: Ws,
+    admission: Admission,
+    peer: SocketAddr,
+    mut shutdown: ShutdownRx,
+) {
+    let config = &shared.config;
 
     // --- Register. ---
     let hub = &shared.hub;
@@ -227,7 +250,7 @@ pub(crate) async fn serve(
 
     // --- Run. ---
     shared.handler.on_connect(hub, &socket).await;
-    let (end, ws) = run(&shared, ws, &socket, &mut rx, &mut shutdown).await;
+    let (end, ws) = run(shared, ws, &socket, &mut rx, &mut shutdown).await;
     match &end {
         End::PeerClosed(_) | End::PeerGone(None) | End::Shutdown(_) | End::QueueClosed(_) => {
             debug!(id = %socket.id, reason = %end, "connection closed")
@@ -256,11 +279,11 @@ pub(crate) async fn serve(
 /// unusable, the stream for the closing handshake.
 async fn run(
     shared: &ServerShared,
-    mut ws: WebSocketStream<TcpStream>,
+    mut ws: Ws,
     socket: &WebSocket,
     rx: &mut crate::Receiver,
     shutdown: &mut ShutdownRx,
-) -> (End, Option<WebSocketStream<TcpStream>>) {
+) -> (End, Option<Ws>) {
     let config = &shared.config;
     let hub = &shared.hub;
     if let Some(deadline) = *shutdown.borrow_and_update() {
@@ -322,7 +345,7 @@ async fn run(
                 if now >= idle_at {
                     return (End::Idle, Some(ws));
                 }
-                if let Err(e) = Pin::new(&mut ws).start_send(Message::Ping(Bytes::new())) {
+                if let Err(e) = Pin::new(&mut *ws).start_send(Message::Ping(Bytes::new())) {
                     return (End::WriteFailed(e), None);
                 }
                 flushing = true;
@@ -461,11 +484,11 @@ fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
 /// close deadline: the close timeout, or the shutdown deadline if earlier. Returns the stream
 /// and the deadline for [`linger`], or `None` if the connection is already unusable.
 async fn send_close(
-    mut ws: WebSocketStream<TcpStream>,
+    mut ws: Ws,
     end: &End,
     rx: &mut crate::Receiver,
     config: &ServerConfig,
-) -> Option<(WebSocketStream<TcpStream>, Instant)> {
+) -> Option<(Ws, Instant)> {
     let mut deadline = Instant::now() + config.close_timeout;
     let frame = match end {
         End::PeerClosed(_) => None,
@@ -493,11 +516,11 @@ async fn send_close(
             let mut backlog = Vec::new();
             while rx.try_recv_many(&mut backlog, config.write_batch) > 0 {
                 for msg in backlog.drain(..) {
-                    if Pin::new(&mut ws).start_send(to_ws(msg)).is_err() {
+                    if Pin::new(&mut *ws).start_send(to_ws(msg)).is_err() {
                         return false;
                     }
                 }
-                if poll_fn(|cx| Pin::new(&mut ws).poll_flush(cx))
+                if poll_fn(|cx| Pin::new(&mut *ws).poll_flush(cx))
                     .await
                     .is_err()
                 {
@@ -506,14 +529,14 @@ async fn send_close(
             }
         }
         if let Some(frame) = frame {
-            if Pin::new(&mut ws)
+            if Pin::new(&mut *ws)
                 .start_send(Message::Close(Some(frame)))
                 .is_err()
             {
                 return false;
             }
         }
-        if poll_fn(|cx| Pin::new(&mut ws).poll_flush(cx))
+        if poll_fn(|cx| Pin::new(&mut *ws).poll_flush(cx))
             .await
             .is_err()
         {
@@ -530,7 +553,7 @@ async fn send_close(
 /// Half-closes the TCP connection and reads (discarding) until the client closes its side or
 /// the deadline passes. Dropping a socket with unread input makes the kernel send a reset,
 /// which can destroy our close frame before the client reads it; this avoids that.
-async fn linger(mut ws: WebSocketStream<TcpStream>, deadline: Instant) {
+async fn linger(mut ws: Ws, deadline: Instant) {
     let tcp = ws.get_mut();
     let draining = async {
         if tcp.shutdown().await.is_err() {
