@@ -141,11 +141,15 @@ pub(crate) async fn serve(
     shared: StrArc<ServerShared>,
     stream: TcpStream,
     peer: SocketAddr,
-    shutdown: ShutdownRx,
+    mut shutdown: ShutdownRx,
 ) {
     // Boxed: the handshake's state is large and lives only until the upgrade; inline, it
-    // would size every connection's task for its whole life.
-    let Some((ws, admission)) = Box::pin(handshake(&shared, stream, peer)).await else {
+    // would size every connection's task for its whole life. A shutdown abandons it.
+    let upgraded = tokio::select! {
+        upgraded = Box::pin(handshake(&shared, stream, peer)) => upgraded,
+        _ = shutdown.wait_for(Option::is_some) => None,
+    };
+    let Some((ws, admission)) = upgraded else {
         return;
     };
     open(&shared, ws, admission, peer, shutdown).await;
