@@ -256,10 +256,16 @@ async fn open(
     shared.handler.on_connect(hub, &socket).await;
     let (end, ws) = run(shared, ws, &socket, &mut rx, &mut shutdown).await;
     match &end {
-        End::PeerClosed(_) | End::PeerGone(None) | End::Shutdown(_) | End::QueueClosed(_) => {
-            debug!(id = %socket.id, reason = %end, "connection closed")
+        // Faults: the client broke a rule or stopped responding.
+        End::Fault(..) | End::SlowConsumer | End::Idle => {
+            warn!(id = %socket.id, reason = %end, "connection closed")
         }
-        _ => warn!(id = %socket.id, reason = %end, "connection closed"),
+        // Ordinary ends, including clients that vanish mid-write.
+        End::PeerClosed(_)
+        | End::PeerGone(_)
+        | End::Shutdown(_)
+        | End::QueueClosed(_)
+        | End::WriteFailed(_) => debug!(id = %socket.id, reason = %end, "connection closed"),
     }
 
     // --- Close: unregister first so nothing new is queued, then finish the handshake. ---
