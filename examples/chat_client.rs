@@ -26,13 +26,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let (mut write, mut read) = ws.split();
 
-    let printer = tokio::spawn(async move {
+    let mut printer = tokio::spawn(async move {
         while let Some(frame) = read.next().await {
             match frame {
                 Ok(Message::Text(text)) => println!("{}", render(&text)),
                 Ok(Message::Binary(data)) => println!("<{} bytes of binary>", data.len()),
                 Ok(Message::Close(frame)) => {
-                    println!("server closed the connection: {frame:?}");
+                    match frame {
+                        Some(f) => println!(
+                            "server closed the connection: {} {}",
+                            u16::from(f.code),
+                            f.reason
+                        ),
+                        None => println!("server closed the connection"),
+                    }
                     break;
                 }
                 Ok(_) => {}
@@ -46,7 +53,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut room = "general".to_string();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = lines.next_line().await? {
+    loop {
+        let line = tokio::select! {
+            line = lines.next_line() => match line? {
+                Some(line) => line,
+                None => break, // end of input
+            },
+            _ = &mut printer => return Ok(()), // the server ended the connection
+        };
         let line = line.trim();
         if line.is_empty() {
             continue;
@@ -66,9 +80,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             json!({"action": "message", "room": room, "text": line}).to_string()
         };
         if write.send(Message::text(request)).await.is_err() {
-            break;
-        }
-        if printer.is_finished() {
             break;
         }
     }

@@ -46,7 +46,8 @@ async fn shutdown_closes_every_client_with_1001_and_resolves_when_all_are_gone()
         assert_eq!(first.as_deref(), Some("last words"));
         assert_eq!(code, Some(1001));
     }
-    within("the server to stop", server.stopped()).await;
+    let handle = server.clone();
+    within("the server to stop", async move { handle.await }).await;
     assert!(server.is_stopped());
     assert_eq!(server.connections(), 0);
     assert_eq!(

@@ -27,7 +27,7 @@ pub(crate) type AuthHook =
 /// | [`queue`](Self::queue) | [`QueueConfig::default`]: 4,096 messages, 1 MiB, close 1008 on overflow |
 /// | [`allowed_origins`](Self::allowed_origins) | any Origin |
 /// | [`auth`](Self::auth) | none: every client is anonymous |
-/// | [`read_buffer_size`](Self::read_buffer_size) | 4 KiB |
+/// | [`read_buffer_size`](Self::read_buffer_size) | 1 KiB |
 /// | [`write_batch`](Self::write_batch) | 256 messages per flush |
 /// | [`close_timeout`](Self::close_timeout) | 5 s |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 10 s |
@@ -81,7 +81,7 @@ impl Default for ServerConfig {
             queue: QueueConfig::default(),
             allowed_origins: None,
             auth: None,
-            read_buffer_size: 4 * 1024,
+            read_buffer_size: 1024,
             write_batch: 256,
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
@@ -187,9 +187,10 @@ impl ServerConfig {
         self
     }
 
-    /// Bytes read from the socket at a time, and the read buffer each connection keeps
-    /// (at least 64). Small keeps idle connections cheap; larger reads big messages in fewer
-    /// system calls.
+    /// Bytes read from the socket at a time, and the read buffer each connection keeps for
+    /// its whole life (at least 64). Small keeps idle connections cheap (measured: 4 KiB
+    /// instead of 256 B costs ~3.6 KiB more resident memory per connection); larger reads big
+    /// messages in fewer system calls (the echo example uses 64 KiB for its 16 MiB messages).
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes.max(64);
         self

@@ -45,6 +45,10 @@ fn next_socket_id() -> StrArc<str> {
     StrArc::from(format!("c{n:x}"))
 }
 
+/// An upgraded connection. Boxed so that moving it between the phases of a connection moves
+/// a pointer, and so that each phase's future does not carry its own copy of it.
+type Ws = Box<WebSocketStream<TcpStream>>;
+
 /// The shutdown signal: `Some(deadline)` once a graceful shutdown has begun.
 pub(crate) type ShutdownRx = watch::Receiver<Option<Instant>>;
 
@@ -139,6 +143,24 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     mut shutdown: ShutdownRx,
 ) {
+    // Boxed: the handshake's state is large and lives only until the upgrade; inline, it
+    // would size every connection's task for its whole life. A shutdown abandons it.
+    let upgraded = tokio::select! {
+        upgraded = Box::pin(handshake(&shared, stream, peer)) => upgraded,
+        _ = shutdown.wait_for(Option::is_some) => None,
+    };
+    let Some((ws, admission)) = upgraded else {
+        return;
+    };
+    open(&shared, ws, admission, peer, shutdown).await;
+}
+
+/// The upgrade: Origin, then auth, inside the HTTP handshake, bounded by the timeout.
+async fn handshake(
+    shared: &ServerShared,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<(Ws, Admission)> {
     let _ = stream.set_nodelay(true);
     let config = &shared.config;
 
@@ -172,23 +194,33 @@ pub(crate) async fn serve(
             }
         }
     };
-    let handshake =
+    let upgrade =
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(shared.ws_config));
-    let ws = match timeout(config.handshake_timeout, handshake).await {
-        Ok(Ok(ws)) => ws,
+    match timeout(config.handshake_timeout, upgrade).await {
+        Ok(Ok(ws)) => Some((Box::new(ws), admission.unwrap_or_default())),
         Ok(Err(e)) => {
             match refusal {
                 Some(status) => debug!(%peer, %status, "upgrade refused"),
                 None => warn!(%peer, error = %e, "handshake failed"),
             }
-            return;
+            None
         }
         Err(_) => {
             warn!(%peer, "handshake timed out");
-            return;
+            None
         }
-    };
-    let admission = admission.unwrap_or_default();
+    }
+}
+
+/// An open connection: register, serve, close, unregister.
+async fn open(
+    shared: &ServerShared,
+    ws: Ws,
+    admission: Admission,
+    peer: SocketAddr,
+    mut shutdown: ShutdownRx,
+) {
+    let config = &shared.config;
 
     // --- Register. ---
     let hub = &shared.hub;
@@ -222,12 +254,18 @@ pub(crate) async fn serve(
 
     // --- Run. ---
     shared.handler.on_connect(hub, &socket).await;
-    let (end, ws) = run(&shared, ws, &socket, &mut rx, &mut shutdown).await;
+    let (end, ws) = run(shared, ws, &socket, &mut rx, &mut shutdown).await;
     match &end {
-        End::PeerClosed(_) | End::PeerGone(None) | End::Shutdown(_) | End::QueueClosed(_) => {
-            debug!(id = %socket.id, reason = %end, "connection closed")
+        // Faults: the client broke a rule or stopped responding.
+        End::Fault(..) | End::SlowConsumer | End::Idle => {
+            warn!(id = %socket.id, reason = %end, "connection closed")
         }
-        _ => warn!(id = %socket.id, reason = %end, "connection closed"),
+        // Ordinary ends, including clients that vanish mid-write.
+        End::PeerClosed(_)
+        | End::PeerGone(_)
+        | End::Shutdown(_)
+        | End::QueueClosed(_)
+        | End::WriteFailed(_) => debug!(id = %socket.id, reason = %end, "connection closed"),
     }
 
     // --- Close: unregister first so nothing new is queued, then finish the handshake. ---
@@ -235,14 +273,15 @@ pub(crate) async fn serve(
     registration.armed = false;
     let id = StrArc::clone(&socket.id);
     drop(socket);
+    // The closing steps are boxed for the same reason as the handshake.
     let closing = match ws {
-        Some(ws) => send_close(ws, &end, &mut rx, config).await,
+        Some(ws) => Box::pin(send_close(ws, &end, &mut rx, config)).await,
         None => None,
     };
     drop(rx);
     shared.handler.on_disconnect(hub, &id).await;
     if let Some((ws, deadline)) = closing {
-        linger(ws, deadline).await;
+        Box::pin(linger(ws, deadline)).await;
     }
 }
 
@@ -250,11 +289,11 @@ pub(crate) async fn serve(
 /// unusable, the stream for the closing handshake.
 async fn run(
     shared: &ServerShared,
-    mut ws: WebSocketStream<TcpStream>,
+    mut ws: Ws,
     socket: &WebSocket,
     rx: &mut crate::Receiver,
     shutdown: &mut ShutdownRx,
-) -> (End, Option<WebSocketStream<TcpStream>>) {
+) -> (End, Option<Ws>) {
     let config = &shared.config;
     let hub = &shared.hub;
     if let Some(deadline) = *shutdown.borrow_and_update() {
@@ -316,7 +355,7 @@ async fn run(
                 if now >= idle_at {
                     return (End::Idle, Some(ws));
                 }
-                if let Err(e) = Pin::new(&mut ws).start_send(Message::Ping(Bytes::new())) {
+                if let Err(e) = Pin::new(&mut *ws).start_send(Message::Ping(Bytes::new())) {
                     return (End::WriteFailed(e), None);
                 }
                 flushing = true;
@@ -455,11 +494,11 @@ fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
 /// close deadline: the close timeout, or the shutdown deadline if earlier. Returns the stream
 /// and the deadline for [`linger`], or `None` if the connection is already unusable.
 async fn send_close(
-    mut ws: WebSocketStream<TcpStream>,
+    mut ws: Ws,
     end: &End,
     rx: &mut crate::Receiver,
     config: &ServerConfig,
-) -> Option<(WebSocketStream<TcpStream>, Instant)> {
+) -> Option<(Ws, Instant)> {
     let mut deadline = Instant::now() + config.close_timeout;
     let frame = match end {
         End::PeerClosed(_) => None,
@@ -487,11 +526,11 @@ async fn send_close(
             let mut backlog = Vec::new();
             while rx.try_recv_many(&mut backlog, config.write_batch) > 0 {
                 for msg in backlog.drain(..) {
-                    if Pin::new(&mut ws).start_send(to_ws(msg)).is_err() {
+                    if Pin::new(&mut *ws).start_send(to_ws(msg)).is_err() {
                         return false;
                     }
                 }
-                if poll_fn(|cx| Pin::new(&mut ws).poll_flush(cx))
+                if poll_fn(|cx| Pin::new(&mut *ws).poll_flush(cx))
                     .await
                     .is_err()
                 {
@@ -500,14 +539,14 @@ async fn send_close(
             }
         }
         if let Some(frame) = frame {
-            if Pin::new(&mut ws)
+            if Pin::new(&mut *ws)
                 .start_send(Message::Close(Some(frame)))
                 .is_err()
             {
                 return false;
             }
         }
-        if poll_fn(|cx| Pin::new(&mut ws).poll_flush(cx))
+        if poll_fn(|cx| Pin::new(&mut *ws).poll_flush(cx))
             .await
             .is_err()
         {
@@ -524,7 +563,7 @@ async fn send_close(
 /// Half-closes the TCP connection and reads (discarding) until the client closes its side or
 /// the deadline passes. Dropping a socket with unread input makes the kernel send a reset,
 /// which can destroy our close frame before the client reads it; this avoids that.
-async fn linger(mut ws: WebSocketStream<TcpStream>, deadline: Instant) {
+async fn linger(mut ws: Ws, deadline: Instant) {
     let tcp = ws.get_mut();
     let draining = async {
         if tcp.shutdown().await.is_err() {

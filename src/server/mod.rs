@@ -251,6 +251,37 @@ impl ServerHandle {
     }
 }
 
+/// Awaiting a handle is [`stopped`](ServerHandle::stopped): it resolves once the server has
+/// shut down and every connection is gone.
+///
+/// # Examples
+///
+/// ```
+/// # use nucleus_stream::{async_trait, SocketMessage, StreamHandler, StreamHub, WebSocket};
+/// # struct Quiet;
+/// # #[async_trait]
+/// # impl StreamHandler for Quiet {
+/// #     async fn on_message(&self, _: &StreamHub, _: &WebSocket, _: SocketMessage) {}
+/// # }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let server = nucleus_stream::server::Server::new(StreamHub::new(), Quiet)
+///     .bind("127.0.0.1:0")
+///     .await?;
+/// let stopper = server.clone();
+/// tokio::spawn(async move { stopper.shutdown() });
+/// server.await;
+/// # Ok::<(), std::io::Error>(())
+/// # }).unwrap();
+/// ```
+impl std::future::IntoFuture for ServerHandle {
+    type Output = ();
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.stopped().await })
+    }
+}
+
 impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerHandle")
