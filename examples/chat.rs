@@ -19,7 +19,8 @@
 //! ```text
 //! {"type":"message","room":R,"from":SOCKET_ID,"text":T}   to every member of R, sender included
 //! {"type":"joined","room":R,"socket":SOCKET_ID}           to R, after the join (joiner included)
-//! {"type":"left","room":R,"socket":SOCKET_ID}             to R, before the leave (leaver included)
+//! {"type":"left","room":R,"socket":SOCKET_ID}             to R, before the leave (leaver included);
+//!                                                         on disconnect, to each room it was in
 //! {"type":"error","error":"..."}                          to the offending client only
 //! ```
 //!
@@ -27,6 +28,9 @@
 //! JSON, an unknown action, a missing or mistyped field, and binary frames each get an error
 //! frame; the connection stays open. Ctrl-C shuts the server down gracefully (close 1001 to
 //! every client). Set `RUST_LOG=debug` to see connections open and close.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use nucleus_stream::server::{Server, ServerConfig};
 use nucleus_stream::{SocketMessage, StreamHandler, StreamHub, WebSocket, async_trait};
@@ -74,7 +78,15 @@ impl ChatEvent<'_> {
 }
 
 /// The chat room's handler.
-pub struct ChatHandler;
+///
+/// It remembers which rooms each connection joined, so that a disconnect can be announced as
+/// a `left` in each of them (the hub has already removed the socket from its rooms by the
+/// time `on_disconnect` runs). Only joins, leaves and disconnects touch that map; messages
+/// never do.
+#[derive(Default)]
+pub struct ChatHandler {
+    rooms: Mutex<HashMap<String, BTreeSet<String>>>,
+}
 
 impl ChatHandler {
     /// Carries out one client request; `Err` is the error text for that client.
@@ -89,6 +101,7 @@ impl ChatHandler {
                     .await
                     .map_err(|e| format!("cannot join: {e}"))?;
                 if joined_now {
+                    self.remember(me, &room, true);
                     let event = ChatEvent::Joined {
                         room: &room,
                         socket: me,
@@ -97,7 +110,7 @@ impl ChatHandler {
                 }
             }
             Action::Leave { room } => {
-                if !is_member(hub, &room, me).await {
+                if !hub.is_in_room(me, &room).await {
                     return Err(format!("not in room {room:?}"));
                 }
                 let event = ChatEvent::Left {
@@ -108,9 +121,10 @@ impl ChatHandler {
                 hub.leave_room(me, &room)
                     .await
                     .map_err(|e| format!("cannot leave: {e}"))?;
+                self.remember(me, &room, false);
             }
             Action::Message { room, text } => {
-                if !is_member(hub, &room, me).await {
+                if !hub.is_in_room(me, &room).await {
                     return Err(format!("not in room {room:?}: join it first"));
                 }
                 let event = ChatEvent::Message {
@@ -125,10 +139,22 @@ impl ChatHandler {
     }
 }
 
-async fn is_member(hub: &StreamHub, room: &str, socket_id: &str) -> bool {
-    hub.get_room(room)
-        .await
-        .is_some_and(|r| r.contains(socket_id))
+impl ChatHandler {
+    /// Records that `socket` joined (or left) `room`.
+    fn remember(&self, socket: &str, room: &str, joined: bool) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if joined {
+            rooms
+                .entry(socket.to_string())
+                .or_default()
+                .insert(room.to_string());
+        } else if let Some(set) = rooms.get_mut(socket) {
+            set.remove(room);
+            if set.is_empty() {
+                rooms.remove(socket);
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -142,6 +168,20 @@ impl StreamHandler for ChatHandler {
             let event = ChatEvent::Error { error: &error };
             // If even this fails the client is going away; nothing else to do.
             hub.send_to(socket.id(), event.to_message()).await.ok();
+        }
+    }
+
+    async fn on_disconnect(&self, hub: &StreamHub, socket_id: &str) {
+        let rooms = {
+            let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            rooms.remove(socket_id).unwrap_or_default()
+        };
+        for room in rooms {
+            let event = ChatEvent::Left {
+                room: &room,
+                socket: socket_id,
+            };
+            hub.broadcast_to_room(&room, event.to_message()).await.ok();
         }
     }
 }
@@ -162,7 +202,7 @@ async fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9001".to_string());
     let config = ServerConfig::default().max_connections(100_000);
-    let server = Server::new(StreamHub::new(), ChatHandler)
+    let server = Server::new(StreamHub::new(), ChatHandler::default())
         .config(config)
         .bind(&addr)
         .await?;

@@ -451,6 +451,17 @@ impl StreamHub {
             .unwrap_or_default()
     }
 
+    /// Whether a registered socket is in a room (a look at the socket's own room list, not a
+    /// scan of the room).
+    pub async fn is_in_room(&self, socket_id: &str, room: &str) -> bool {
+        self.inner
+            .sockets
+            .with(socket_id, |entry| {
+                lock(&entry.state).rooms.iter().any(|r| &**r == room)
+            })
+            .unwrap_or(false)
+    }
+
     /// Names of all rooms with at least one member.
     pub async fn list_rooms(&self) -> Vec<String> {
         let mut out = Vec::new();

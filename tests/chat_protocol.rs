@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 async fn start_chat(config: ServerConfig) -> (StreamHub, ServerHandle) {
     let hub = StreamHub::new();
-    let server = Server::new(hub.clone(), chat::ChatHandler)
+    let server = Server::new(hub.clone(), chat::ChatHandler::default())
         .config(config)
         .bind("127.0.0.1:0")
         .await
@@ -274,4 +274,28 @@ async fn a_room_of_300_clients_each_receives_every_message() {
             assert_eq!(from_s, expected.iter().collect::<Vec<_>>());
         }
     }
+}
+
+#[tokio::test]
+async fn a_disconnect_is_announced_as_left_in_every_room_the_client_was_in() {
+    let (hub, server) = start_chat(ServerConfig::default()).await;
+    let addr = server.local_addr();
+    let mut a = join_new(addr, "r").await;
+    let mut gone = join_new(addr, "r").await;
+    assert_eq!(a.recv().await, joined("r", &gone.id));
+    assert_eq!(gone.join("s").await, joined("s", &gone.id));
+    let mut b = join_new(addr, "s").await;
+    assert_eq!(gone.recv().await, joined("s", &b.id));
+
+    let gone_id = gone.id.clone();
+    drop(gone); // the TCP connection goes away without a closing handshake
+    assert_eq!(a.recv().await, left("r", &gone_id));
+    assert_eq!(b.recv().await, left("s", &gone_id));
+    assert_eq!(hub.get_room_members("r").await, vec![a.id.clone()]);
+    assert_eq!(hub.get_room_members("s").await, vec![b.id.clone()]);
+
+    // Announced once: the next thing b sees is its own message.
+    b.send(json!({"action": "message", "room": "s", "text": "still here"}))
+        .await;
+    assert_eq!(b.recv().await, message("s", &b.id, "still here"));
 }

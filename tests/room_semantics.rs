@@ -35,8 +35,12 @@ fn joining_twice_is_idempotent() {
         let hub = StreamHub::new();
         let (s, mut rx) = socket("s");
         hub.register(s).await.unwrap();
+        assert!(!hub.is_in_room("s", "r").await);
         assert!(hub.join_room("s", "r").await.unwrap());
         assert!(!hub.join_room("s", "r").await.unwrap());
+        assert!(hub.is_in_room("s", "r").await);
+        assert!(!hub.is_in_room("s", "other").await);
+        assert!(!hub.is_in_room("nobody", "r").await);
         assert_eq!(hub.get_room("r").await.unwrap().size(), 1);
         assert_eq!(hub.get_socket_rooms("s").await, ["r"]);
         let report = hub
@@ -48,6 +52,7 @@ fn joining_twice_is_idempotent() {
         // One leave undoes it.
         assert!(hub.leave_room("s", "r").await.unwrap());
         assert!(!hub.leave_room("s", "r").await.unwrap());
+        assert!(!hub.is_in_room("s", "r").await);
         assert!(hub.get_room("r").await.is_none());
     });
 }
