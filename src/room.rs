@@ -2,30 +2,35 @@
 //!
 //! # Layout
 //!
-//! A room's members are an immutable [`Members`] snapshot: a spine of pointers to chunks of
-//! at most [`CHUNK`] members each. A broadcast loads the current snapshot (wait-free) and walks
+//! A room's members are an immutable [`Members`] snapshot: a spine of `Arc`'d chunks of at
+//! most [`CHUNK`] members each. A broadcast loads the current snapshot (wait-free) and walks
 //! the chunks — a linear scan over plain pointers, without any lock. A join or leave, under
-//! the room's writer mutex, copies the spine (one pointer per chunk, a `memcpy`) and the one
-//! or two chunks it changes, then publishes the new snapshot. At 100,000 members that is ~200
-//! spine pointers and ≤ 2 chunks instead of the whole list (DESIGN.md §4); a leave moves the
-//! last member into the hole, so members are unordered.
+//! the room's writer mutex, copies the spine (one `Arc` per chunk) and the one or two chunks
+//! it changes, then publishes the new snapshot. At 100,000 members that is ~200 spine
+//! pointers and ≤ 2 chunks instead of the whole list (DESIGN.md §4); a leave moves the last
+//! member into the hole, so members are unordered.
 //!
-//! # Why snapshots hold plain pointers, and why that is sound
+//! # Why members are plain pointers, and why that is sound
 //!
-//! Copying `Arc`s would bump one reference count per pointer — ~200 for the spine, and one per
-//! member for a chunk (a cache miss each in a large hub) — so snapshots hold raw pointers:
-//! chunks point to members' registry entries and queues, the spine points to chunks. The
-//! room's writer state *owns* what the current snapshot points at: one `Arc` per member and
-//! one allocation per chunk. When a join or leave supersedes a chunk or removes a member, the
-//! superseded chunk and the member's `Arc` are not freed: they are *retired* into the link
-//! that the previous snapshot holds, and every snapshot's link chains to its successor's.
-//! Holding any snapshot therefore keeps alive everything retired after it was published —
-//! exactly what it may still point to. When the last reader of an old snapshot drops it, the
-//! chain prefix and what it retired go with it. (Epoch reclamation, built from reference
-//! counts; `tests/room_*` run under valgrind clean, and the loom models exercise it.)
+//! Copying a chunk of `Arc`s would bump one reference count per member — a cache miss each in
+//! a large hub — so a chunk holds `Member`s: raw pointers to the socket's registry entry and to
+//! its queue. The room's writer state owns one `Arc` per current member. When a member leaves,
+//! its `Arc` is not dropped: it is *retired* into the link that the previous snapshot holds,
+//! and every snapshot's link chains to its successor's. Holding any snapshot therefore keeps
+//! alive every entry retired after it was published — exactly the entries it may still point
+//! to. When the last reader of an old snapshot drops it, the chain prefix and the retired
+//! entries go with it. (Epoch reclamation, built from reference counts; `tests/room_*` run
+//! clean under valgrind, and the loom models exercise it.)
+//!
+//! Chunks themselves are plain `Arc`s, released by whoever drops the last snapshot using
+//! them — usually the writer, as it publishes. An earlier version also retired superseded
+//! chunks through the chain (a `memcpy`'d spine, no reference counts), but then a long
+//! broadcast inherited the freeing of every chunk superseded while it ran: under concurrent
+//! churn the bench measured broadcast throughput at 0.33× of the quiet rate, against 1.01×
+//! with `Arc` chunks, for a join+leave only ~10% cheaper (BENCHMARKS.md).
 
 use std::collections::HashMap;
-use std::ptr::{self, NonNull};
+use std::ptr;
 use std::sync::Arc as StrArc;
 
 use smallvec::SmallVec;
@@ -65,48 +70,12 @@ impl Member {
     }
 }
 
-/// An owned, immutable chunk of members; freed on drop. Snapshots point into it.
-struct OwnedChunk(NonNull<[Member]>);
-
-// SAFETY: an immutable slice of `Send + Sync` members.
-unsafe impl Send for OwnedChunk {}
-// SAFETY: as above.
-unsafe impl Sync for OwnedChunk {}
-
-impl OwnedChunk {
-    fn new(members: Box<[Member]>) -> Self {
-        Self(NonNull::from(Box::leak(members)))
-    }
-
-    fn members(&self) -> &[Member] {
-        // SAFETY: allocated in `new`, freed only in `drop`, never mutated.
-        unsafe { self.0.as_ref() }
-    }
-
-    fn pointer(&self) -> ChunkPtr {
-        ChunkPtr(self.0.as_ptr())
-    }
-}
-
-impl Drop for OwnedChunk {
-    fn drop(&mut self) {
-        // SAFETY: came from `Box::leak` in `new`; dropped once.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
-}
-
-/// A snapshot's pointer to a chunk owned by the writer state or the retire chain.
-#[derive(Clone, Copy)]
-struct ChunkPtr(*const [Member]);
-
-// SAFETY: points to an immutable `OwnedChunk` kept alive as described in the module docs.
-unsafe impl Send for ChunkPtr {}
-// SAFETY: as above.
-unsafe impl Sync for ChunkPtr {}
+/// An immutable chunk of members.
+struct Chunk(Box<[Member]>);
 
 /// An immutable membership snapshot.
 pub(crate) struct Members {
-    spine: Box<[ChunkPtr]>,
+    spine: Box<[Arc<Chunk>]>,
     len: usize,
     /// Keeps alive everything retired after this snapshot was published.
     retired: Arc<RetireLink>,
@@ -126,9 +95,7 @@ impl Members {
     }
 
     fn chunks(&self) -> impl Iterator<Item = &[Member]> {
-        // SAFETY: `self` (through the writer state or its retire chain) keeps every chunk of
-        // its spine alive and unchanged.
-        self.spine.iter().map(|c| unsafe { &*c.0 })
+        self.spine.iter().map(|c| &*c.0)
     }
 
     /// The registry entries of the members, valid for as long as `self` is borrowed.
@@ -161,24 +128,14 @@ impl Members {
 }
 
 /// One link of the retire chain; filled once, when the snapshot holding it is superseded by
-/// one that no longer points at something it pointed at.
+/// one without some of its members.
 struct RetireLink {
     /// Null until filled (under the room's writer lock); then owns a `Box<RetiredBag>`.
     /// Invariant: written at most once, read only on drop.
     bag: AtomicPtr<RetiredBag>,
 }
 
-#[derive(Default)]
-struct Retired {
-    entries: SmallVec<[Arc<SocketEntry>; 1]>,
-    chunks: SmallVec<[OwnedChunk; 2]>,
-}
-
-impl Retired {
-    fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.chunks.is_empty()
-    }
-}
+type Retired = SmallVec<[Arc<SocketEntry>; 1]>;
 
 struct RetiredBag {
     retired: Retired,
@@ -230,8 +187,8 @@ pub(crate) struct RoomCell {
 struct RoomWriter {
     /// entry address → (the owning reference, position in the snapshot).
     positions: HashMap<usize, (Arc<SocketEntry>, usize)>,
-    /// Owns the chunks the current snapshot's spine points at, in spine order.
-    chunks: Vec<OwnedChunk>,
+    /// The current snapshot's chunks, in spine order (the writer replaces, never mutates).
+    chunks: Vec<Arc<Chunk>>,
     /// Set when the last member left: the room is being removed from the index and must not
     /// be joined; a joiner creates a fresh room instead.
     dead: bool,
@@ -289,7 +246,7 @@ impl RoomCell {
         };
         drop(current);
         let next = Members {
-            spine: w.chunks.iter().map(OwnedChunk::pointer).collect(),
+            spine: w.chunks.iter().cloned().collect(),
             len: w.positions.len(),
             retired: link,
         };
@@ -308,18 +265,15 @@ impl RoomCell {
         }
         let pos = w.positions.len();
         let ci = pos / CHUNK;
-        let mut retired = Retired::default();
         match w.chunks.get_mut(ci) {
             Some(chunk) => {
-                let grown = chunk.members().iter().copied().chain([member]).collect();
-                retired
-                    .chunks
-                    .push(std::mem::replace(chunk, OwnedChunk::new(grown)));
+                let grown = chunk.0.iter().copied().chain([member]).collect();
+                *chunk = Arc::new(Chunk(grown));
             }
-            None => w.chunks.push(OwnedChunk::new(Box::new([member]))),
+            None => w.chunks.push(Arc::new(Chunk(Box::new([member])))),
         }
         w.positions.insert(member.key(), (Arc::clone(entry), pos));
-        self.publish(w, retired);
+        self.publish(w, Retired::new());
         JoinOutcome::Joined
     }
 
@@ -330,36 +284,30 @@ impl RoomCell {
         let Some((owned, pos)) = w.positions.remove(&key) else {
             return LeaveOutcome::NotMember;
         };
-        let mut retired = Retired::default();
-        retired.entries.push(owned);
+        let mut retired = Retired::new();
+        retired.push(owned);
         // `positions` no longer counts the leaver: its old length - 1 is the last index.
         let last = w.positions.len();
         let (lc, li) = (last / CHUNK, last % CHUNK);
-        let moved = w.chunks[lc].members()[li];
-        let mut last_chunk: Vec<Member> = w.chunks[lc].members()[..li].to_vec();
+        let moved = w.chunks[lc].0[li];
+        let mut last_chunk: Vec<Member> = w.chunks[lc].0[..li].to_vec();
         if pos != last {
             let (pc, pi) = (pos / CHUNK, pos % CHUNK);
             if pc == lc {
                 last_chunk[pi] = moved;
             } else {
-                let mut changed: Box<[Member]> = w.chunks[pc].members().into();
+                let mut changed: Box<[Member]> = w.chunks[pc].0.clone();
                 changed[pi] = moved;
-                retired.chunks.push(std::mem::replace(
-                    &mut w.chunks[pc],
-                    OwnedChunk::new(changed),
-                ));
+                w.chunks[pc] = Arc::new(Chunk(changed));
             }
             if let Some(slot) = w.positions.get_mut(&moved.key()) {
                 slot.1 = pos;
             }
         }
         if last_chunk.is_empty() {
-            retired.chunks.extend(w.chunks.pop());
+            w.chunks.pop();
         } else {
-            let shrunk = OwnedChunk::new(last_chunk.into_boxed_slice());
-            retired
-                .chunks
-                .push(std::mem::replace(&mut w.chunks[lc], shrunk));
+            w.chunks[lc] = Arc::new(Chunk(last_chunk.into_boxed_slice()));
         }
         self.publish(w, retired);
         let now_empty = last == 0;
@@ -460,12 +408,9 @@ impl BroadcastReport {
 impl Drop for RoomCell {
     fn drop(&mut self) {
         // The current snapshot may outlive the room (a `Room` handle, an in-flight broadcast
-        // when the hub itself is dropped): hand what it points at to its retire link.
+        // when the hub itself is dropped): hand its members' entries to its retire link.
         let mut w = lock(&self.writer);
-        let retired = Retired {
-            entries: w.positions.drain().map(|(_, (entry, _))| entry).collect(),
-            chunks: w.chunks.drain(..).collect(),
-        };
+        let retired: Retired = w.positions.drain().map(|(_, (entry, _))| entry).collect();
         drop(w);
         if !retired.is_empty() {
             self.members.load().retired.fill(RetiredBag {
