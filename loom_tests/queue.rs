@@ -98,18 +98,18 @@ fn g_drop_newest_exact_at_bound() {
     });
 }
 
-/// (g) `Disconnect` exactly at the bound with a concurrent consumer: whether or not the queue
+/// (g) `Disconnect` at the bound with a concurrent consumer: whether or not the queue
 /// overflows, every accepted message is received once and in order per producer; once a push
 /// fails, the queue is closed as a slow consumer and later pushes fail too; the consumer
 /// sees the end.
 #[test]
-fn g_disconnect_exact_at_bound_with_consumer() {
+fn g_disconnect_at_bound_with_consumer() {
     model(|| {
-        let (tx_a, mut rx) = bounded(2, OverflowPolicy::Disconnect);
+        let (tx_a, mut rx) = bounded(1, OverflowPolicy::Disconnect);
         let tx_b = tx_a.clone();
         let pa = thread::spawn(move || {
             let mut results = Vec::new();
-            for m in ["a1", "a2", "a3"] {
+            for m in ["a1", "a2"] {
                 results.push((m, tx_a.try_send(msg(m))));
             }
             results
@@ -143,13 +143,13 @@ fn g_disconnect_exact_at_bound_with_consumer() {
         sorted.sort();
         accepted.sort();
         assert_eq!(sorted, accepted);
-        assert!(fifo_per_producer(&got, &["a1", "a2", "a3"]), "{got:?}");
+        assert!(fifo_per_producer(&got, &["a1", "a2"]), "{got:?}");
         let reason = rx.close_reason();
         if failed {
             assert_eq!(reason, Some(CloseReason::SlowConsumer));
         } else {
             assert_eq!(reason, Some(CloseReason::Closed));
-            assert_eq!(got.len(), 4);
+            assert_eq!(got.len(), 3);
         }
     });
 }
@@ -195,29 +195,29 @@ fn g_drop_oldest_exact_at_bound() {
     });
 }
 
-/// (g) `DropOldest` at the bound with a concurrent consumer: nothing is duplicated, what is
-/// received is in order per producer, and received + evicted = sent.
+/// (g) `DropOldest` at a bound of one with a concurrent consumer (which can pop a message
+/// the producer is about to evict, the producer then waits for the consumer's release):
+/// nothing is duplicated, what is received is in order, and received + evicted = sent.
 #[test]
 fn g_drop_oldest_with_consumer() {
     model(|| {
-        let (tx_a, mut rx) = bounded(1, OverflowPolicy::DropOldest);
-        let tx_b = tx_a.clone();
-        let pa = thread::spawn(move || send_all(tx_a, &["a1", "a2"]));
-        let pb = thread::spawn(move || send_all(tx_b, &["b1"]));
+        let (tx, mut rx) = bounded(1, OverflowPolicy::DropOldest);
+        let p = thread::spawn(move || send_all(tx, &["a1", "a2", "a3"]));
         let mut got = Vec::new();
         while let Some(m) = block_on(rx.recv()) {
             got.push(m);
         }
-        let ok_a = pa.join().unwrap();
-        let ok_b = pb.join().unwrap();
+        let ok = p.join().unwrap();
         let got = texts(&got);
-        let sent = ok_a.len() + ok_b.len();
-        assert_eq!(got.len() as u64 + rx.dropped(), 3, "{got:?}");
-        assert!(sent >= got.len());
-        for m in ["a1", "a2", "b1"] {
+        assert_eq!(got.len() as u64 + rx.dropped(), ok.len() as u64, "{got:?}");
+        assert!(
+            got.contains(&"a3") || !ok.contains(&"a3"),
+            "the newest is never evicted"
+        );
+        for m in ["a1", "a2", "a3"] {
             assert!(count_str(&got, m) <= 1, "{got:?}");
         }
-        assert!(fifo_per_producer(&got, &["a1", "a2"]), "{got:?}");
+        assert!(fifo_per_producer(&got, &["a1", "a2", "a3"]), "{got:?}");
     });
 }
 
