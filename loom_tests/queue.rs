@@ -35,42 +35,55 @@ fn send_all(tx: Sender, msgs: &[&'static str]) -> Vec<&'static str> {
 }
 
 /// (g) Two producers and a consumer that parks whenever the queue is empty: every message
-/// arrives exactly once, in order per producer; when both producers are gone (their
-/// `Sender`s dropped) the parked consumer is woken to see the end.
+/// arrives exactly once, in order per producer. The producers keep their `Sender`s (they hand
+/// them back) so no close can stand in for a missed wake-up on push: a consumer that is not
+/// woken by a push is a loom deadlock.
 #[test]
 fn g_two_producers_one_parking_consumer() {
     model(|| {
         let (tx_a, mut rx) = bounded(8, OverflowPolicy::Disconnect);
         let tx_b = tx_a.clone();
-        let pa = thread::spawn(move || send_all(tx_a, &["a1", "a2"]));
-        let pb = thread::spawn(move || send_all(tx_b, &["b1"]));
+        let pa = thread::spawn(move || {
+            tx_a.try_send(msg("a1")).unwrap();
+            tx_a.try_send(msg("a2")).unwrap();
+            tx_a
+        });
+        let pb = thread::spawn(move || {
+            tx_b.try_send(msg("b1")).unwrap();
+            tx_b
+        });
         let mut got = Vec::new();
-        while let Some(m) = block_on(rx.recv()) {
-            got.push(m);
+        for _ in 0..3 {
+            got.push(block_on(rx.recv()).expect("the queue is open"));
         }
-        assert_eq!(pa.join().unwrap(), ["a1", "a2"]);
-        assert_eq!(pb.join().unwrap(), ["b1"]);
         let got = texts(&got);
-        assert_eq!(got.len(), 3, "{got:?}");
         assert!(fifo_per_producer(&got, &["a1", "a2"]), "{got:?}");
         assert!(fifo_per_producer(&got, &["b1"]), "{got:?}");
+        let senders = (pa.join().unwrap(), pb.join().unwrap());
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        drop(senders);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
         assert_eq!(rx.close_reason(), Some(CloseReason::Closed));
     });
 }
 
-/// (g) A consumer parks on an empty queue; a producer's push must wake it, and so must the
-/// producer's close afterwards.
+/// (g) A consumer parks on an empty queue and a producer's push must wake it (the producer
+/// keeps its `Sender`, so no close can stand in for the wake); then it parks again and
+/// another thread's close must wake it to see the end.
 #[test]
 fn g_parked_consumer_is_woken_by_push_and_close() {
     model(|| {
         let (tx, mut rx) = bounded(2, OverflowPolicy::Disconnect);
         let p = thread::spawn(move || {
             tx.try_send(msg("m")).unwrap();
-            tx.close();
+            tx
         });
         assert_eq!(block_on(rx.recv()), Some(msg("m")));
+        let tx = p.join().unwrap();
+        let c = thread::spawn(move || tx.close());
         assert_eq!(block_on(rx.recv()), None);
-        p.join().unwrap();
+        c.join().unwrap();
+        assert_eq!(rx.close_reason(), Some(CloseReason::Closed));
     });
 }
 
