@@ -38,3 +38,24 @@ fn h_snapshots_outlive_membership_and_hub() {
         drop((rx_a, rx_b));
     });
 }
+
+/// (h) A broadcast walks a snapshot while the only member unregisters and its receiver is
+/// dropped, which drops the last owning references to its entry and its queue: the
+/// snapshot's retire chain must keep them alive until the broadcast is done, then free them.
+#[test]
+fn h_broadcast_vs_unregister_of_member() {
+    model(|| {
+        let hub = hub();
+        let rx = registered(&hub, "a");
+        block_on(hub.join_room("a", "r")).unwrap();
+        let h = hub.clone();
+        let t = thread::spawn(move || block_on(h.broadcast_to_room("r", msg("m"))).unwrap());
+        let removed = block_on(hub.unregister("a")).expect("registered");
+        drop(removed);
+        drop(rx);
+        let report = t.join().unwrap();
+        assert!(report.total() <= 1);
+        assert_eq!(report.total(), report.queued + report.closed);
+        assert!(block_on(hub.list_rooms()).is_empty());
+    });
+}
