@@ -219,8 +219,14 @@ fn g_drop_oldest_with_consumer() {
         let mut got = Vec::new();
         while let Some(m) = block_on(rx.recv()) {
             got.push(m);
+            assert!(rx.len() <= 1, "over the bound");
         }
         let ok = p.join().unwrap();
+        assert_eq!(
+            (rx.len(), rx.queued_bytes()),
+            (0, 0),
+            "counts match the items"
+        );
         let got = texts(&got);
         assert_eq!(got.len() as u64 + rx.dropped(), ok.len() as u64, "{got:?}");
         assert!(
