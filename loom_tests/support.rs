@@ -7,7 +7,7 @@ pub use nucleus_stream::{
     StreamError, StreamHub, TryRecvError, TrySendError, Utf8Bytes, WebSocket, channel,
 };
 
-/// Runs `f` under loom. `LOOM_MAX_PREEMPTIONS` (default 2 here) bounds the preemptions per
+/// Runs `f` under loom. `LOOM_MAX_PREEMPTIONS` (default 3 here) bounds the preemptions per
 /// execution; `LOOM_MAX_BRANCHES` defaults to 20,000 here (hub operations are long). Prints
 /// how many executions loom explored (visible with `--nocapture`).
 pub fn model<F>(f: F)
@@ -24,7 +24,7 @@ where
     };
     let mut builder = loom::model::Builder::new();
     if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
-        builder.preemption_bound = Some(2);
+        builder.preemption_bound = Some(3);
     }
     if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
         builder.max_branches = 20_000;
