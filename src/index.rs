@@ -9,17 +9,16 @@
 //! connection rate, not message rate.)
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc as StrArc;
 
-use crate::sync::{Arc, AtomicCell, Mutex, lock};
+use crate::sync::{Arc, AtomicCell, HashState, Mutex, lock};
 
-type Map<V> = HashMap<StrArc<str>, V>;
+type Map<V> = HashMap<StrArc<str>, V, HashState>;
 
 pub(crate) struct ShardedIndex<V> {
     shards: Box<[Shard<V>]>,
-    hasher: RandomState,
+    hasher: HashState,
 }
 
 struct Shard<V> {
@@ -36,10 +35,10 @@ impl<V: Clone> ShardedIndex<V> {
             shards: (0..n)
                 .map(|_| Shard {
                     writer: Mutex::new(()),
-                    map: AtomicCell::new(Arc::new(HashMap::new())),
+                    map: AtomicCell::new(Arc::new(HashMap::default())),
                 })
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: HashState::default(),
         }
     }
 

@@ -741,6 +741,10 @@ impl AtomicWaker {
             WAKING => {
                 // A wake is in progress and may have missed the new waker: wake it ourselves.
                 waker.wake_by_ref();
+                // The consumer is polled again at once and may find the wake still in
+                // progress: this is a spin, so let the waking thread run (under loom a
+                // spin that never yields is an endless execution).
+                crate::sync::spin_hint();
             }
             _ => {
                 // Concurrent register calls are impossible (one Receiver, `&mut self`).

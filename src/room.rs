@@ -38,7 +38,7 @@ use smallvec::SmallVec;
 use crate::SocketMessage;
 use crate::hub::{BroadcastReport, SocketEntry};
 use crate::queue::{Queued, Shared, TrySendError};
-use crate::sync::{Arc, AtomicCell, AtomicPtr, Loaded, Mutex, Ordering, lock};
+use crate::sync::{Arc, AtomicCell, AtomicPtr, HashState, Loaded, Mutex, Ordering, lock};
 
 /// Members per chunk. A join copies at most one chunk; a leave at most two.
 pub(crate) const CHUNK: usize = 512;
@@ -186,7 +186,7 @@ pub(crate) struct RoomCell {
 
 struct RoomWriter {
     /// entry address → (the owning reference, position in the snapshot).
-    positions: HashMap<usize, (Arc<SocketEntry>, usize)>,
+    positions: HashMap<usize, (Arc<SocketEntry>, usize), HashState>,
     /// The current snapshot's chunks, in spine order (the writer replaces, never mutates).
     chunks: Vec<Arc<Chunk>>,
     /// Set when the last member left: the room is being removed from the index and must not
@@ -212,7 +212,7 @@ impl RoomCell {
             name,
             members: AtomicCell::new(Arc::new(Members::empty())),
             writer: Mutex::new(RoomWriter {
-                positions: HashMap::new(),
+                positions: HashMap::default(),
                 chunks: Vec::new(),
                 dead: false,
             }),

@@ -22,6 +22,15 @@ pub(crate) use loom::sync::{
     atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering},
 };
 
+/// The hash state of the crate's maps: randomly keyed normally; fixed under loom, which
+/// replays schedules and needs every execution of a model to iterate a map (and so clone and
+/// drop its `Arc`s) in the same order.
+#[cfg(not(nucleus_loom))]
+pub(crate) type HashState = std::collections::hash_map::RandomState;
+#[cfg(nucleus_loom)]
+pub(crate) type HashState =
+    std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
 /// Locks `mutex`, ignoring poisoning.
 ///
 /// No critical section in this crate calls user code, so a poisoned lock can only come from a

@@ -1,0 +1,32 @@
+//! Loom models of the hub's concurrency protocol, run against the crate's real code.
+//!
+//! Compiled only with `RUSTFLAGS="--cfg nucleus_loom"` (everywhere else this test target is
+//! empty). Run the whole suite with:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg nucleus_loom" LOOM_MAX_PREEMPTIONS=3 \
+//!     cargo test --release --no-default-features --test loom --target-dir target/loom
+//! ```
+//!
+//! (`--nocapture` also prints how many executions loom explored per model.)
+//!
+//! Every model uses at most three threads (the model's main thread plus two) and a hub with
+//! one index shard. Every model drops the hub, the sockets and the receivers before it ends,
+//! so loom's leak check of `loom::sync::Arc` covers every snapshot, entry and queue.
+//!
+//! | model | file |
+//! | --- | --- |
+//! | (a) `join_room` vs `unregister`; (b) emptying leave vs join; (c) two creating joins; (d) broadcast vs join and leave | `rooms.rs` |
+//! | (e) presence of one user's devices | `presence.rs` |
+//! | (f) `send_to` / `send_to_user` vs register and unregister | `direct.rs` |
+//! | (g) the outbound queue: producers, a parking consumer, each overflow policy at its bound | `queue.rs` |
+//! | (h) reclamation: no leaked `Arc`, snapshots outliving membership and the hub | `leaks.rs` (and every model) |
+#![cfg(nucleus_loom)]
+
+mod support;
+
+mod direct;
+mod leaks;
+mod presence;
+mod queue;
+mod rooms;
