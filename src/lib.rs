@@ -39,6 +39,9 @@ mod room;
 mod socket;
 mod sync;
 
+#[cfg(all(feature = "server", not(nucleus_loom)))]
+pub mod server;
+
 pub use error::StreamError;
 pub use handler::StreamHandler;
 pub use hub::{BroadcastReport, HubConfig, HubStats, StreamHub};

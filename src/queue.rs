@@ -345,8 +345,7 @@ impl Shared {
     fn release(&self, size: u64) {
         // ORDERING: AcqRel pairs with producers' reservations (they must not see room that
         // the popped slot still occupies).
-        self.state
-            .fetch_sub(ONE_MESSAGE + size, Ordering::AcqRel);
+        self.state.fetch_sub(ONE_MESSAGE + size, Ordering::AcqRel);
     }
 
     fn pop(&self) -> Option<SocketMessage> {
@@ -359,9 +358,9 @@ impl Shared {
     pub(crate) fn close(&self, reason: CloseReason) -> bool {
         // ORDERING: AcqRel/Acquire: the reason is published before CLOSED (below), and a
         // losing closer's read of the winner's reason orders it before its own fetch_or.
-        let _ = self
-            .reason
-            .compare_exchange(0, reason.encode(), Ordering::AcqRel, Ordering::Acquire);
+        let _ =
+            self.reason
+                .compare_exchange(0, reason.encode(), Ordering::AcqRel, Ordering::Acquire);
         // ORDERING: AcqRel publishes the reason with the bit.
         let previous = self.state.fetch_or(CLOSED, Ordering::AcqRel);
         self.waker.wake();
@@ -582,6 +581,24 @@ impl Receiver {
     /// Why the queue was closed, once it is.
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.shared.close_reason()
+    }
+
+    /// Polls for the queue's closing without taking any message: `Ready(reason)` once it is
+    /// closed, otherwise `Pending` with the task registered to be woken by the next push or by
+    /// the close. A transport whose write is stalled uses this to notice a slow-consumer close
+    /// while it cannot take more messages. (Wake-ups from pushes are spurious for this purpose:
+    /// poll again.)
+    pub fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        if let Some(reason) = self.shared.close_reason() {
+            return Poll::Ready(reason);
+        }
+        self.shared.waker.register(cx.waker());
+        // Re-check after registering: a close that completed before the registration did not
+        // see our waker.
+        match self.shared.close_reason() {
+            Some(reason) => Poll::Ready(reason),
+            None => Poll::Pending,
+        }
     }
 
     /// Messages queued now.

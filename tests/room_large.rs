@@ -21,7 +21,9 @@ fn membership_stays_exact_through_interleaved_joins_and_leaves_across_chunks() {
         // Leave in a scattered order (first, last, middles) so swap-removal crosses chunks.
         let mut x: u64 = 12345;
         for _ in 0..1_200 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let i = (x >> 33) as usize % n;
             let was = expected.remove(&i);
             assert_eq!(hub.leave_room(&format!("s{i}"), "big").await.unwrap(), was);

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "server")]
+pub mod wire;
+
 use nucleus_stream::{
     QueueConfig, Receiver, SocketMessage, StreamHub, TryRecvError, WebSocket, channel,
 };

@@ -1,0 +1,175 @@
+//! The guide's chat room, done right: rooms, announcements, and an error frame — never a
+//! panic — for anything malformed.
+//!
+//! ```text
+//! cargo run --release --example chat [ADDR]          # default 127.0.0.1:9001
+//! cargo run --release --example chat_client [URL]    # in two other terminals
+//! ```
+//!
+//! Client → server (JSON text frames):
+//!
+//! ```text
+//! {"action":"join","room":R}
+//! {"action":"leave","room":R}
+//! {"action":"message","room":R,"text":T}
+//! ```
+//!
+//! Server → client (JSON text frames):
+//!
+//! ```text
+//! {"type":"message","room":R,"from":SOCKET_ID,"text":T}   to every member of R, sender included
+//! {"type":"joined","room":R,"socket":SOCKET_ID}           to R, after the join (joiner included)
+//! {"type":"left","room":R,"socket":SOCKET_ID}             to R, before the leave (leaver included)
+//! {"type":"error","error":"..."}                          to the offending client only
+//! ```
+//!
+//! Joining a room you are in does nothing. Leaving or messaging a room you are not in, bad
+//! JSON, an unknown action, a missing or mistyped field, and binary frames each get an error
+//! frame; the connection stays open. Ctrl-C shuts the server down gracefully (close 1001 to
+//! every client). Set `RUST_LOG=debug` to see connections open and close.
+
+use nucleus_stream::server::{Server, ServerConfig};
+use nucleus_stream::{SocketMessage, StreamHandler, StreamHub, WebSocket, async_trait};
+use serde::{Deserialize, Serialize};
+
+/// What a client asks for.
+#[derive(Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+enum Action {
+    Join { room: String },
+    Leave { room: String },
+    Message { room: String, text: String },
+}
+
+/// What the server sends.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ChatEvent<'a> {
+    Message {
+        room: &'a str,
+        from: &'a str,
+        text: &'a str,
+    },
+    Joined {
+        room: &'a str,
+        socket: &'a str,
+    },
+    Left {
+        room: &'a str,
+        socket: &'a str,
+    },
+    Error {
+        error: &'a str,
+    },
+}
+
+impl ChatEvent<'_> {
+    /// The event as a text frame, serialized once and shared by every recipient.
+    pub fn to_message(&self) -> SocketMessage {
+        // Serializing these plain string fields cannot fail; fall back to an error frame
+        // rather than panicking if it ever did.
+        SocketMessage::json(self)
+            .unwrap_or_else(|_| SocketMessage::text(r#"{"type":"error","error":"internal"}"#))
+    }
+}
+
+/// The chat room's handler.
+pub struct ChatHandler;
+
+impl ChatHandler {
+    /// Carries out one client request; `Err` is the error text for that client.
+    async fn handle(&self, hub: &StreamHub, socket: &WebSocket, text: &str) -> Result<(), String> {
+        let action: Action =
+            serde_json::from_str(text).map_err(|e| format!("invalid request: {e}"))?;
+        let me = socket.id();
+        match action {
+            Action::Join { room } => {
+                let joined_now = hub
+                    .join_room(me, &room)
+                    .await
+                    .map_err(|e| format!("cannot join: {e}"))?;
+                if joined_now {
+                    let event = ChatEvent::Joined {
+                        room: &room,
+                        socket: me,
+                    };
+                    hub.broadcast_to_room(&room, event.to_message()).await.ok();
+                }
+            }
+            Action::Leave { room } => {
+                if !is_member(hub, &room, me).await {
+                    return Err(format!("not in room {room:?}"));
+                }
+                let event = ChatEvent::Left {
+                    room: &room,
+                    socket: me,
+                };
+                hub.broadcast_to_room(&room, event.to_message()).await.ok();
+                hub.leave_room(me, &room)
+                    .await
+                    .map_err(|e| format!("cannot leave: {e}"))?;
+            }
+            Action::Message { room, text } => {
+                if !is_member(hub, &room, me).await {
+                    return Err(format!("not in room {room:?}: join it first"));
+                }
+                let event = ChatEvent::Message {
+                    room: &room,
+                    from: me,
+                    text: &text,
+                };
+                hub.broadcast_to_room(&room, event.to_message()).await.ok();
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn is_member(hub: &StreamHub, room: &str, socket_id: &str) -> bool {
+    hub.get_room(room)
+        .await
+        .is_some_and(|r| r.contains(socket_id))
+}
+
+#[async_trait]
+impl StreamHandler for ChatHandler {
+    async fn on_message(&self, hub: &StreamHub, socket: &WebSocket, msg: SocketMessage) {
+        let result = match msg.as_text() {
+            Some(text) => self.handle(hub, socket, text).await,
+            None => Err("binary frames are not supported: send JSON text".to_string()),
+        };
+        if let Err(error) = result {
+            let event = ChatEvent::Error { error: &error };
+            // If even this fails the client is going away; nothing else to do.
+            hub.send_to(socket.id(), event.to_message()).await.ok();
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt().with_max_level(level).init();
+
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9001".to_string());
+    let config = ServerConfig::default().max_connections(100_000);
+    let server = Server::new(StreamHub::new(), ChatHandler)
+        .config(config)
+        .bind(&addr)
+        .await?;
+    println!("chat listening on ws://{}", server.local_addr());
+    println!(
+        "try: cargo run --example chat_client -- ws://{}",
+        server.local_addr()
+    );
+
+    tokio::signal::ctrl_c().await?;
+    println!("shutting down ({} connections)", server.connections());
+    server.shutdown_and_wait().await;
+    Ok(())
+}

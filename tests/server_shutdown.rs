@@ -1,0 +1,113 @@
+//! Graceful shutdown: stop accepting, close 1001 to everyone, end within the deadline, and
+//! resolve only when every connection is gone.
+
+#![cfg(feature = "server")]
+
+mod support;
+
+use std::time::Duration;
+
+use nucleus_stream::server::ServerConfig;
+use nucleus_stream::{SocketMessage, StreamHub};
+use support::wire::*;
+
+#[tokio::test]
+async fn shutdown_closes_every_client_with_1001_and_resolves_when_all_are_gone() {
+    let hub = StreamHub::new();
+    let rec = Recorder::new(Some("all"), false);
+    let server = start(&hub, rec.clone(), ServerConfig::default()).await;
+    let addr = server.local_addr();
+    assert_ne!(addr.port(), 0, "the bound port is readable");
+
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(ws_connect(addr, "/").await);
+    }
+    eventually("five connects", || rec.connected_ids().len() == 5).await;
+    // Something queued right before the shutdown is still delivered before the close.
+    hub.broadcast_to_room("all", SocketMessage::text("last words"))
+        .await
+        .unwrap();
+
+    server.shutdown();
+    server.shutdown(); // idempotent
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let first = next_text(&mut ws).await;
+                let code = close_code(&mut ws).await;
+                (first, code)
+            })
+        })
+        .collect();
+    for r in readers {
+        let (first, code) = r.await.unwrap();
+        assert_eq!(first.as_deref(), Some("last words"));
+        assert_eq!(code, Some(1001));
+    }
+    within("the server to stop", server.stopped()).await;
+    assert!(server.is_stopped());
+    assert_eq!(server.connections(), 0);
+    assert_eq!(
+        hub.connection_count().await,
+        0,
+        "no hub entry outlives its connection"
+    );
+    assert!(hub.list_rooms().await.is_empty());
+
+    // on_disconnect exactly once per connection.
+    let mut connected = rec.connected_ids();
+    let mut disconnected = rec.disconnects();
+    connected.sort();
+    disconnected.sort();
+    assert_eq!(connected, disconnected);
+
+    // Not accepting any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn shutdown_ends_at_the_deadline_even_if_clients_never_answer_the_close() {
+    let hub = StreamHub::new();
+    let rec = Recorder::new(None, false);
+    let config = ServerConfig::default()
+        .shutdown_timeout(Duration::from_millis(300))
+        .close_timeout(Duration::from_secs(60));
+    let server = start(&hub, rec.clone(), config).await;
+
+    // Raw clients that never read and never close; one mid-handshake.
+    let mut stubborn = Vec::new();
+    for _ in 0..3 {
+        stubborn.push(
+            RawClient::connect(server.local_addr(), "/", &[])
+                .await
+                .expect_open(),
+        );
+    }
+    let half = {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        s
+    };
+    eventually("four accepted", || server.connections() == 4).await;
+    eventually("three registered", || rec.connected_ids().len() == 3).await;
+
+    server.clone().shutdown_and_wait().await;
+    assert_eq!(server.connections(), 0);
+    assert_eq!(hub.connection_count().await, 0);
+    assert_eq!(
+        rec.disconnects().len(),
+        3,
+        "each registered one disconnected once"
+    );
+    for mut c in stubborn {
+        // Their connections are gone: they read the close frame, then EOF.
+        assert_eq!(c.read_until_close(|_| {}).await, Some(1001));
+        c.wait_eof().await;
+    }
+    drop(half);
+}
