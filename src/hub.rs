@@ -31,12 +31,12 @@ pub struct HubConfig {
 }
 
 impl Default for HubConfig {
-    /// Room names up to 128 bytes, 128 rooms per socket, 64 index shards.
+    /// Room names up to 128 bytes, 128 rooms per socket, 256 index shards.
     fn default() -> Self {
         Self {
             max_room_name_len: 128,
             max_rooms_per_socket: 128,
-            shards: 64,
+            shards: 256,
         }
     }
 }

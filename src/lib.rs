@@ -55,3 +55,8 @@ pub use socket::WebSocket;
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
+
+/// The README's Rust snippets, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -2,27 +2,30 @@
 //!
 //! # Layout
 //!
-//! A room's members are an immutable [`Members`] snapshot: a spine of `Arc`'d chunks of at
-//! most [`CHUNK`] members each. A broadcast loads the current snapshot (wait-free) and walks
+//! A room's members are an immutable [`Members`] snapshot: a spine of pointers to chunks of
+//! at most [`CHUNK`] members each. A broadcast loads the current snapshot (wait-free) and walks
 //! the chunks — a linear scan over plain pointers, without any lock. A join or leave, under
-//! the room's writer mutex, copies the spine (one pointer per chunk) and the one or two
-//! chunks it changes, then publishes the new snapshot. At 100,000 members that is ~100 spine
-//! pointers and ≤ 2 chunks instead of the whole list (DESIGN.md §4); a leave moves the last
-//! member into the hole, so members are unordered.
+//! the room's writer mutex, copies the spine (one pointer per chunk, a `memcpy`) and the one
+//! or two chunks it changes, then publishes the new snapshot. At 100,000 members that is ~200
+//! spine pointers and ≤ 2 chunks instead of the whole list (DESIGN.md §4); a leave moves the
+//! last member into the hole, so members are unordered.
 //!
-//! # Why members are plain pointers, and why that is sound
+//! # Why snapshots hold plain pointers, and why that is sound
 //!
-//! Copying a chunk of `Arc`s would bump one reference count per member — a cache miss each in
-//! a large hub — so a chunk holds `Member`s: raw pointers to the socket's registry entry and
-//! to its queue. The room's writer state owns one `Arc` per current member. When a member
-//! leaves, its `Arc` is not dropped: it is *retired* into the link that the previous snapshot
-//! holds, and every snapshot's link chains to its successor's. Holding any snapshot therefore
-//! keeps alive every entry retired after it was published — exactly the entries it may still
-//! point to. When the last reader of an old snapshot drops it, the chain prefix and the
-//! retired entries go with it. (Epoch reclamation, built from reference counts.)
+//! Copying `Arc`s would bump one reference count per pointer — ~200 for the spine, and one per
+//! member for a chunk (a cache miss each in a large hub) — so snapshots hold raw pointers:
+//! chunks point to members' registry entries and queues, the spine points to chunks. The
+//! room's writer state *owns* what the current snapshot points at: one `Arc` per member and
+//! one allocation per chunk. When a join or leave supersedes a chunk or removes a member, the
+//! superseded chunk and the member's `Arc` are not freed: they are *retired* into the link
+//! that the previous snapshot holds, and every snapshot's link chains to its successor's.
+//! Holding any snapshot therefore keeps alive everything retired after it was published —
+//! exactly what it may still point to. When the last reader of an old snapshot drops it, the
+//! chain prefix and what it retired go with it. (Epoch reclamation, built from reference
+//! counts; `tests/room_*` run under valgrind clean, and the loom models exercise it.)
 
 use std::collections::HashMap;
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::Arc as StrArc;
 
 use smallvec::SmallVec;
@@ -43,8 +46,8 @@ pub(crate) struct Member {
 }
 
 // SAFETY: the pointees are `Sync` (`Shared` and `SocketEntry` are shared across threads by
-// design) and are kept alive by the retire chain for as long as any snapshot holding the
-// pointer is alive (see the module docs).
+// design) and are kept alive by the room's writer state or the retire chain for as long as
+// any snapshot holding the pointer is alive (see the module docs).
 unsafe impl Send for Member {}
 // SAFETY: as above.
 unsafe impl Sync for Member {}
@@ -62,20 +65,57 @@ impl Member {
     }
 }
 
-struct Chunk(Box<[Member]>);
+/// An owned, immutable chunk of members; freed on drop. Snapshots point into it.
+struct OwnedChunk(NonNull<[Member]>);
+
+// SAFETY: an immutable slice of `Send + Sync` members.
+unsafe impl Send for OwnedChunk {}
+// SAFETY: as above.
+unsafe impl Sync for OwnedChunk {}
+
+impl OwnedChunk {
+    fn new(members: Box<[Member]>) -> Self {
+        Self(NonNull::from(Box::leak(members)))
+    }
+
+    fn members(&self) -> &[Member] {
+        // SAFETY: allocated in `new`, freed only in `drop`, never mutated.
+        unsafe { self.0.as_ref() }
+    }
+
+    fn pointer(&self) -> ChunkPtr {
+        ChunkPtr(self.0.as_ptr())
+    }
+}
+
+impl Drop for OwnedChunk {
+    fn drop(&mut self) {
+        // SAFETY: came from `Box::leak` in `new`; dropped once.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+/// A snapshot's pointer to a chunk owned by the writer state or the retire chain.
+#[derive(Clone, Copy)]
+struct ChunkPtr(*const [Member]);
+
+// SAFETY: points to an immutable `OwnedChunk` kept alive as described in the module docs.
+unsafe impl Send for ChunkPtr {}
+// SAFETY: as above.
+unsafe impl Sync for ChunkPtr {}
 
 /// An immutable membership snapshot.
 pub(crate) struct Members {
-    chunks: Vec<Arc<Chunk>>,
+    spine: Box<[ChunkPtr]>,
     len: usize,
-    /// Keeps alive every entry retired after this snapshot was published.
+    /// Keeps alive everything retired after this snapshot was published.
     retired: Arc<RetireLink>,
 }
 
 impl Members {
     fn empty() -> Self {
         Self {
-            chunks: Vec::new(),
+            spine: Box::new([]),
             len: 0,
             retired: Arc::new(RetireLink::new()),
         }
@@ -85,14 +125,18 @@ impl Members {
         self.len
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Member> {
-        self.chunks.iter().flat_map(|c| c.0.iter())
+    fn chunks(&self) -> impl Iterator<Item = &[Member]> {
+        // SAFETY: `self` (through the writer state or its retire chain) keeps every chunk of
+        // its spine alive and unchanged.
+        self.spine.iter().map(|c| unsafe { &*c.0 })
     }
 
     /// The registry entries of the members, valid for as long as `self` is borrowed.
     pub(crate) fn entries(&self) -> impl Iterator<Item = &SocketEntry> {
-        // SAFETY: `self` (through its retire chain) keeps every member's entry alive.
-        self.iter().map(|m| unsafe { &*m.entry })
+        // SAFETY: `self` keeps every member's entry alive.
+        self.chunks()
+            .flat_map(|c| c.iter())
+            .map(|m| unsafe { &*m.entry })
     }
 
     /// Pushes `msg` to every member except `except`; never blocks.
@@ -102,8 +146,8 @@ impl Members {
         except: *const SocketEntry,
     ) -> BroadcastReport {
         let mut report = BroadcastReport::default();
-        for chunk in &self.chunks {
-            for m in chunk.0.iter() {
+        for chunk in self.chunks() {
+            for m in chunk {
                 if ptr::eq(m.entry, except) {
                     continue;
                 }
@@ -117,15 +161,27 @@ impl Members {
 }
 
 /// One link of the retire chain; filled once, when the snapshot holding it is superseded by
-/// one that dropped members.
+/// one that no longer points at something it pointed at.
 struct RetireLink {
     /// Null until filled (under the room's writer lock); then owns a `Box<RetiredBag>`.
     /// Invariant: written at most once, read only on drop.
     bag: AtomicPtr<RetiredBag>,
 }
 
-struct RetiredBag {
+#[derive(Default)]
+struct Retired {
     entries: SmallVec<[Arc<SocketEntry>; 1]>,
+    chunks: SmallVec<[OwnedChunk; 2]>,
+}
+
+impl Retired {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.chunks.is_empty()
+    }
+}
+
+struct RetiredBag {
+    retired: Retired,
     next: Arc<RetireLink>,
 }
 
@@ -139,7 +195,7 @@ impl RetireLink {
     fn fill(&self, bag: RetiredBag) {
         let raw = Box::into_raw(Box::new(bag));
         // ORDERING: Release publishes the bag to whichever thread drops the link (that thread
-        // is also ordered after us by the Arc count, this is belt and braces).
+        // is also ordered after us through the Arc count; this keeps the protocol local).
         let previous = self.bag.swap(raw, Ordering::AcqRel);
         debug_assert!(previous.is_null(), "a retire link is filled once");
     }
@@ -153,8 +209,8 @@ impl Drop for RetireLink {
         while !raw.is_null() {
             // SAFETY: `raw` came from `Box::into_raw` in `fill` and was swapped out exactly once.
             let bag = unsafe { Box::from_raw(raw) };
-            let RetiredBag { entries, next } = *bag;
-            drop(entries);
+            let RetiredBag { retired, next } = *bag;
+            drop(retired);
             raw = match Arc::try_unwrap(next) {
                 // ORDERING: Acquire pairs with fill().
                 Ok(link) => link.bag.swap(ptr::null_mut(), Ordering::Acquire),
@@ -174,6 +230,8 @@ pub(crate) struct RoomCell {
 struct RoomWriter {
     /// entry address → (the owning reference, position in the snapshot).
     positions: HashMap<usize, (Arc<SocketEntry>, usize)>,
+    /// Owns the chunks the current snapshot's spine points at, in spine order.
+    chunks: Vec<OwnedChunk>,
     /// Set when the last member left: the room is being removed from the index and must not
     /// be joined; a joiner creates a fresh room instead.
     dead: bool,
@@ -198,6 +256,7 @@ impl RoomCell {
             members: AtomicCell::new(Arc::new(Members::empty())),
             writer: Mutex::new(RoomWriter {
                 positions: HashMap::new(),
+                chunks: Vec::new(),
                 dead: false,
             }),
         }
@@ -213,8 +272,33 @@ impl RoomCell {
         self.members.load_full()
     }
 
+    /// Publishes the writer's chunks as the new snapshot, retiring `retired` behind the
+    /// current one. Called with the writer lock held.
+    fn publish(&self, w: &RoomWriter, retired: Retired) {
+        let current = self.members.load();
+        let link = if retired.is_empty() {
+            // Nothing superseded: the successor shares the pending link.
+            Arc::clone(&current.retired)
+        } else {
+            let link = Arc::new(RetireLink::new());
+            current.retired.fill(RetiredBag {
+                retired,
+                next: Arc::clone(&link),
+            });
+            link
+        };
+        drop(current);
+        let next = Members {
+            spine: w.chunks.iter().map(OwnedChunk::pointer).collect(),
+            len: w.positions.len(),
+            retired: link,
+        };
+        self.members.store(Arc::new(next));
+    }
+
     pub(crate) fn insert(&self, entry: &Arc<SocketEntry>) -> JoinOutcome {
-        let mut w = lock(&self.writer);
+        let mut guard = lock(&self.writer);
+        let w = &mut *guard;
         if w.dead {
             return JoinOutcome::Dead;
         }
@@ -222,75 +306,62 @@ impl RoomCell {
         if w.positions.contains_key(&member.key()) {
             return JoinOutcome::AlreadyMember;
         }
-        let current = self.members.load();
-        let pos = current.len;
-        let mut chunks = current.chunks.clone();
+        let pos = w.positions.len();
         let ci = pos / CHUNK;
-        let grown: Box<[Member]> = match chunks.get(ci) {
-            Some(chunk) => chunk.0.iter().copied().chain([member]).collect(),
-            None => Box::new([member]),
-        };
-        if ci == chunks.len() {
-            chunks.push(Arc::new(Chunk(grown)));
-        } else {
-            chunks[ci] = Arc::new(Chunk(grown));
+        let mut retired = Retired::default();
+        match w.chunks.get_mut(ci) {
+            Some(chunk) => {
+                let grown = chunk.members().iter().copied().chain([member]).collect();
+                retired
+                    .chunks
+                    .push(std::mem::replace(chunk, OwnedChunk::new(grown)));
+            }
+            None => w.chunks.push(OwnedChunk::new(Box::new([member]))),
         }
-        let next = Members {
-            chunks,
-            len: pos + 1,
-            // Nothing retired: the successor shares the pending link.
-            retired: Arc::clone(&current.retired),
-        };
-        drop(current);
-        self.members.store(Arc::new(next));
         w.positions.insert(member.key(), (Arc::clone(entry), pos));
+        self.publish(w, retired);
         JoinOutcome::Joined
     }
 
     pub(crate) fn remove(&self, entry: &SocketEntry) -> LeaveOutcome {
-        let mut w = lock(&self.writer);
+        let mut guard = lock(&self.writer);
+        let w = &mut *guard;
         let key = entry as *const SocketEntry as usize;
         let Some((owned, pos)) = w.positions.remove(&key) else {
             return LeaveOutcome::NotMember;
         };
-        let current = self.members.load();
-        let last = current.len - 1;
-        let mut chunks = current.chunks.clone();
+        let mut retired = Retired::default();
+        retired.entries.push(owned);
+        // `positions` no longer counts the leaver: its old length - 1 is the last index.
+        let last = w.positions.len();
         let (lc, li) = (last / CHUNK, last % CHUNK);
-        let moved = chunks[lc].0[li];
-        let mut last_chunk: Vec<Member> = chunks[lc].0[..li].to_vec();
+        let moved = w.chunks[lc].members()[li];
+        let mut last_chunk: Vec<Member> = w.chunks[lc].members()[..li].to_vec();
         if pos != last {
             let (pc, pi) = (pos / CHUNK, pos % CHUNK);
             if pc == lc {
                 last_chunk[pi] = moved;
             } else {
-                let mut changed: Box<[Member]> = chunks[pc].0.clone();
+                let mut changed: Box<[Member]> = w.chunks[pc].members().into();
                 changed[pi] = moved;
-                chunks[pc] = Arc::new(Chunk(changed));
+                retired.chunks.push(std::mem::replace(
+                    &mut w.chunks[pc],
+                    OwnedChunk::new(changed),
+                ));
             }
             if let Some(slot) = w.positions.get_mut(&moved.key()) {
                 slot.1 = pos;
             }
         }
         if last_chunk.is_empty() {
-            chunks.pop();
+            retired.chunks.extend(w.chunks.pop());
         } else {
-            chunks[lc] = Arc::new(Chunk(last_chunk.into_boxed_slice()));
+            let shrunk = OwnedChunk::new(last_chunk.into_boxed_slice());
+            retired
+                .chunks
+                .push(std::mem::replace(&mut w.chunks[lc], shrunk));
         }
-        let link = Arc::new(RetireLink::new());
-        let mut entries = SmallVec::new();
-        entries.push(owned);
-        current.retired.fill(RetiredBag {
-            entries,
-            next: Arc::clone(&link),
-        });
-        let next = Members {
-            chunks,
-            len: last,
-            retired: link,
-        };
-        drop(current);
-        self.members.store(Arc::new(next));
+        self.publish(w, retired);
         let now_empty = last == 0;
         if now_empty {
             w.dead = true;
@@ -388,18 +459,17 @@ impl BroadcastReport {
 
 impl Drop for RoomCell {
     fn drop(&mut self) {
-        // A room normally leaves the index empty; when the hub itself is dropped with members
-        // still in, hand their owning references to the current snapshot's retire link so a
-        // `Room` snapshot that outlives the hub still points at live entries.
-        let entries: SmallVec<[Arc<SocketEntry>; 1]> = lock(&self.writer)
-            .positions
-            .drain()
-            .map(|(_, (entry, _))| entry)
-            .collect();
-        if !entries.is_empty() {
-            let current = self.members.load();
-            current.retired.fill(RetiredBag {
-                entries,
+        // The current snapshot may outlive the room (a `Room` handle, an in-flight broadcast
+        // when the hub itself is dropped): hand what it points at to its retire link.
+        let mut w = lock(&self.writer);
+        let retired = Retired {
+            entries: w.positions.drain().map(|(_, (entry, _))| entry).collect(),
+            chunks: w.chunks.drain(..).collect(),
+        };
+        drop(w);
+        if !retired.is_empty() {
+            self.members.load().retired.fill(RetiredBag {
+                retired,
                 next: Arc::new(RetireLink::new()),
             });
         }
