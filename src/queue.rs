@@ -264,10 +264,7 @@ impl Shared {
     /// Byte offsets of the cache lines a push writes: the segment queue's producer half (its
     /// tail, in the second cache-padded half of `SegQueue`) and the state word with the waker
     /// next to it. For prefetching only: a wrong offset wastes a hint, nothing else.
-    #[cfg_attr(
-        not(all(target_arch = "x86_64", not(nucleus_loom))),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(all(target_arch = "x86_64", not(nucleus_loom))), allow(dead_code))]
     pub(crate) const PUSH_LINES: [usize; 2] = [
         std::mem::offset_of!(Shared, items) + 128,
         std::mem::offset_of!(Shared, state),
