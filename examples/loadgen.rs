@@ -847,7 +847,7 @@ async fn run(args: Args) -> Result<(), String> {
             early.push(why);
         }
     }
-    drop((sinks, pub_sinks));
+    close_all(sinks.into_iter().chain(pub_sinks)).await;
     let total_sent: u64 = sent.iter().sum();
     let delivered: u64 = counters
         .delivered
@@ -919,6 +919,17 @@ async fn run(args: Args) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Sends a close frame on every connection (bounded in time), so the server sees clean
+/// closes rather than resets.
+async fn close_all(sinks: impl IntoIterator<Item = futures_util::stream::SplitSink<Ws, Message>>) {
+    let closing = async {
+        for mut sink in sinks {
+            let _ = sink.close().await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
 }
 
 /// Waits until `counter` reaches `target`, or stops moving for a second, or `limit` passes.
@@ -995,7 +1006,7 @@ async fn idle(
             alive += 1;
         }
     }
-    drop(sinks);
+    close_all(sinks).await;
     println!(
         "held {alive} of {} connections for {:?} ({} announcement frames read)",
         args.subscribers,

@@ -190,8 +190,9 @@ pub fn criterion_dir() -> Option<std::path::PathBuf> {
     Some(exe.parent()?.parent()?.parent()?.join("criterion"))
 }
 
-/// The mean time per iteration (ns) criterion measured in this run for `group/function`, if
-/// it was measured (absent in `--test` / `--list` mode or when filtered out).
+/// The time per iteration (ns) criterion measured in this run for `group/function` — the
+/// estimate it prints (the slope of the linear fit, else the mean) — if it was measured
+/// (absent in `--test` / `--list` mode or when filtered out).
 pub fn mean_ns(group: &str, function: &str) -> Option<f64> {
     let path = criterion_dir()?
         .join(group)
@@ -205,7 +206,9 @@ pub fn mean_ns(group: &str, function: &str) -> Option<f64> {
         return None;
     }
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["mean"]["point_estimate"].as_f64()
+    v["slope"]["point_estimate"]
+        .as_f64()
+        .or_else(|| v["mean"]["point_estimate"].as_f64())
 }
 
 /// When this bench process started measuring (set by `mark_run_start`).
