@@ -26,6 +26,27 @@
 //! close check is atomic with the reservation. The consumer releases room after popping. The
 //! wake-up protocol is an `AtomicWaker`: the consumer registers, then re-checks; a producer
 //! pushes, then wakes. The loom models in `loom_tests/` check it.
+//!
+//! # Waking only on empty → non-empty
+//!
+//! A producer wakes the consumer only if its reservation found **no** message counted (the
+//! compare-and-swap returns the previous state, so this costs nothing); pushes into a queue
+//! that already holds or awaits messages skip the waker's two read-modify-writes. The consumer
+//! parks (returns `Pending` without waking itself) only if, after registering its waker and
+//! failing to pop, it loads a state with zero messages counted. Why no wake-up is lost:
+//!
+//! - Every write to the state word is a read-modify-write, so the first one after the value
+//!   the consumer loaded reads exactly that value. If it is a reservation, it sees zero
+//!   messages and wakes; the `AtomicWaker` protocol (both sides are read-modify-writes on its
+//!   state) then either hands it the registered waker or makes the consumer's re-check see the
+//!   item. A close always wakes.
+//! - If the consumer sees messages counted but cannot pop one, a reservation's item is not
+//!   visible yet and its producer may have skipped the wake (it saw an earlier message). The
+//!   consumer then does not park: it asks to be polled again (`wake_by_ref`), a bounded wait
+//!   on a producer that is between its reservation and its push.
+//! - A consumer that popped and released room reads, by coherence, a state at least as new as
+//!   its own release, so it sees any reservation that skipped the wake because of the message
+//!   it just took.
 
 use std::fmt;
 use std::future::poll_fn;
@@ -261,6 +282,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Byte offsets of the cache lines a push writes: the segment queue's producer half (its
+    /// tail, in the second cache-padded half of `SegQueue`) and the state word with the waker
+    /// next to it. For prefetching only: a wrong offset wastes a hint, nothing else.
+    #[cfg_attr(not(all(target_arch = "x86_64", not(nucleus_loom))), allow(dead_code))]
+    pub(crate) const PUSH_LINES: [usize; 2] = [
+        std::mem::offset_of!(Shared, items) + 128,
+        std::mem::offset_of!(Shared, state),
+    ];
+
     /// Pushes without ever blocking. On `Err` the message is given back with the reason.
     pub(crate) fn push(&self, msg: SocketMessage) -> Result<Queued, TrySendError> {
         let size = msg.len() as u64;
@@ -271,6 +301,7 @@ impl Shared {
         }
         let mut dropped_oldest = 0u32;
         let mut spins = 0u32;
+        let was_empty: bool;
         // ORDERING: a stale first read only costs a failed compare-exchange.
         let mut current = self.state.load(Ordering::Relaxed);
         loop {
@@ -292,7 +323,10 @@ impl Shared {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
-                    Ok(_) => break,
+                    Ok(previous) => {
+                        was_empty = previous & MESSAGES_MASK == 0;
+                        break;
+                    }
                     Err(actual) => {
                         current = actual;
                         continue;
@@ -333,7 +367,10 @@ impl Shared {
             }
         }
         self.items.push(msg);
-        self.waker.wake();
+        // Only the empty → non-empty transition can find the consumer parked (module docs).
+        if was_empty || dropped_oldest > 0 {
+            self.waker.wake();
+        }
         Ok(if dropped_oldest == 0 {
             Queued::Plain
         } else {
@@ -407,11 +444,20 @@ impl Shared {
         }
         // ORDERING: Acquire pairs with close() and with reservations.
         let state = self.state.load(Ordering::Acquire);
-        if state & CLOSED != 0 && state & MESSAGES_MASK == 0 {
-            // Closed, and no reservation is in flight: nothing can arrive any more.
-            return Poll::Ready(None);
+        if state & MESSAGES_MASK == 0 {
+            if state & CLOSED != 0 {
+                // Closed, and no reservation is in flight: nothing can arrive any more.
+                return Poll::Ready(None);
+            }
+            // Parked: the next reservation reads zero messages and wakes us (module docs).
+            return Poll::Pending;
         }
-        // Either open, or closed with a push in flight that will wake us when it lands.
+        // A counted message we cannot pop: its push is in flight, and its producer may have
+        // skipped the wake. Try once more, else ask to be polled again rather than park.
+        if let Some(msg) = self.pop() {
+            return Poll::Ready(Some(msg));
+        }
+        cx.waker().wake_by_ref();
         Poll::Pending
     }
 }

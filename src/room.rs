@@ -114,7 +114,12 @@ impl Members {
     ) -> BroadcastReport {
         let mut report = BroadcastReport::default();
         for chunk in self.chunks() {
-            for m in chunk {
+            for (i, m) in chunk.iter().enumerate() {
+                // In a large room each queue header is a cache miss; asking for the one
+                // PREFETCH_AHEAD members on overlaps those misses instead of paying them in turn.
+                if let Some(ahead) = chunk.get(i + PREFETCH_AHEAD) {
+                    prefetch_queue(ahead.queue);
+                }
                 if ptr::eq(m.entry, except) {
                     continue;
                 }
@@ -125,6 +130,27 @@ impl Members {
         }
         report
     }
+}
+
+/// How many members ahead a broadcast prefetches queue headers.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Hints the CPU to fetch the cache lines a push touches in this queue. Only a hint: it reads
+/// nothing and cannot fault, so it is sound for any address.
+#[inline(always)]
+fn prefetch_queue(queue: *const Shared) {
+    #[cfg(all(target_arch = "x86_64", not(nucleus_loom)))]
+    for offset in Shared::PUSH_LINES {
+        // SAFETY: `_mm_prefetch` is a hint that never dereferences in the language's sense;
+        // `wrapping_add` keeps the address computation defined.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                queue.cast::<i8>().wrapping_add(offset),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(nucleus_loom))))]
+    let _ = queue;
 }
 
 /// One link of the retire chain; filled once, when the snapshot holding it is superseded by
