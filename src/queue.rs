@@ -457,6 +457,9 @@ impl Shared {
         if let Some(msg) = self.pop() {
             return Poll::Ready(Some(msg));
         }
+        // A spin-wait on another thread's progress: say so (loom must schedule the producer;
+        // on hardware it is one pause instruction before the task yields to its executor).
+        crate::sync::spin_hint();
         cx.waker().wake_by_ref();
         Poll::Pending
     }
