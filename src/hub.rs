@@ -5,10 +5,12 @@ use std::sync::Arc as StrArc;
 
 use smallvec::SmallVec;
 
+use crate::cluster_link::{ClusterLink, Except};
 use crate::index::ShardedIndex;
 use crate::presence::Presence;
 use crate::queue::{CloseReason, TrySendError};
 use crate::room::{JoinOutcome, LeaveOutcome, Room, RoomCell};
+use crate::socket_id::SocketIdGenerator;
 use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, lock};
 use crate::{SocketMessage, StreamError, WebSocket};
 
@@ -178,6 +180,16 @@ struct HubInner {
     /// Registered sockets. Changed only inside the sockets-shard critical section that
     /// inserts or removes the socket, so it never underflows.
     connections: AtomicUsize,
+    /// The cluster this hub is a node of, set once by `attach_cluster` (not part of the
+    /// loom-modelled protocol: a write-once cell read with acquire), with the node's ids.
+    cluster: std::sync::OnceLock<ClusterNode>,
+    /// Ids for `next_socket_id` while no cluster is attached.
+    local_ids: SocketIdGenerator,
+}
+
+struct ClusterNode {
+    link: StrArc<dyn ClusterLink>,
+    ids: SocketIdGenerator,
 }
 
 impl Default for StreamHub {
@@ -211,6 +223,8 @@ impl StreamHub {
                 rooms: ShardedIndex::new(shards),
                 presence: Presence::new(shards),
                 connections: AtomicUsize::new(0),
+                cluster: std::sync::OnceLock::new(),
+                local_ids: SocketIdGenerator::new("c"),
             }),
         }
     }
@@ -261,6 +275,12 @@ impl StreamHub {
             inner.presence.add(user, &entry);
         }
         drop(state);
+        if let Some(link) = self.link() {
+            link.connections_changed();
+            if let Some(user) = entry.socket.user_id() {
+                link.user_changed(user);
+            }
+        }
         Ok(())
     }
 
@@ -295,6 +315,15 @@ impl StreamHub {
             inner.presence.remove(user, &entry);
         }
         drop(state);
+        if let Some(link) = self.link() {
+            link.connections_changed();
+            if let Some(user) = entry.socket.user_id() {
+                link.user_changed(user);
+            }
+            for name in &rooms {
+                link.room_changed(name);
+            }
+        }
         entry
             .socket
             .sender()
@@ -358,6 +387,10 @@ impl StreamHub {
             match current.insert(&entry) {
                 JoinOutcome::Joined | JoinOutcome::AlreadyMember => {
                     state.rooms.push(StrArc::clone(&current.name));
+                    drop(state);
+                    if let Some(link) = self.link() {
+                        link.room_changed(room);
+                    }
                     return Ok(true);
                 }
                 // Emptied meanwhile: get (or make) its successor and retry.
@@ -421,6 +454,10 @@ impl StreamHub {
         };
         state.rooms.swap_remove(i);
         self.leave_cell(&entry, room);
+        drop(state);
+        if let Some(link) = self.link() {
+            link.room_changed(room);
+        }
         Ok(true)
     }
 
@@ -486,13 +523,21 @@ impl StreamHub {
     ///
     /// [`StreamError::SocketNotFound`] if no socket has this id; [`StreamError::SendFailed`]
     /// if its queue is closed or refused the message (full).
+    ///
+    /// With a cluster attached, a socket registered on another node (its id names that node,
+    /// see [`next_socket_id`](Self::next_socket_id)) is reached through the cluster: `Ok`
+    /// then means handed to the cluster (delivery at most once), and
+    /// [`StreamError::SendFailed`] that the cluster could not take it.
     pub async fn send_to(&self, socket_id: &str, msg: SocketMessage) -> Result<(), StreamError> {
-        match self
-            .inner
-            .sockets
-            .with(socket_id, |entry| entry.socket.sender().shared().push(msg))
-        {
-            None => Err(StreamError::SocketNotFound(socket_id.to_string())),
+        let mut slot = Some(msg);
+        let pushed = self.inner.sockets.with(socket_id, |entry| {
+            slot.take().map(|m| entry.socket.sender().shared().push(m))
+        });
+        match pushed.flatten() {
+            None => match (self.link(), slot) {
+                (Some(link), Some(msg)) => link.send_to_remote(socket_id, &msg),
+                _ => Err(StreamError::SocketNotFound(socket_id.to_string())),
+            },
             Some(Ok(_)) => Ok(()),
             Some(Err(TrySendError::Full(_) | TrySendError::Closed(_))) => {
                 Err(StreamError::SendFailed(socket_id.to_string()))
@@ -535,29 +580,53 @@ impl StreamHub {
         except: Option<&str>,
     ) -> Result<BroadcastReport, StreamError> {
         self.check_room_name(room)?;
+        let (report, except_local) = self.deliver_room(room, msg, except);
+        if let Some(link) = self.link() {
+            let except = except.map(|id| Except::new(id, except_local));
+            link.room_broadcast(room, msg, except);
+        }
+        Ok(report)
+    }
+
+    /// Local delivery of a room broadcast; also says whether the excluded socket is local.
+    pub(crate) fn deliver_room(
+        &self,
+        room: &str,
+        msg: &SocketMessage,
+        except: Option<&str>,
+    ) -> (BroadcastReport, bool) {
         // Hold the excluded entry so its address cannot be reused by a new socket while we
         // compare against it.
         let except = except.and_then(|id| self.inner.sockets.get(id));
         let except_ptr = except.as_ref().map_or(ptr::null(), Arc::as_ptr);
-        Ok(self
+        let report = self
             .inner
             .rooms
             .with(room, |cell| cell.load().broadcast(msg, except_ptr))
-            .unwrap_or_default())
+            .unwrap_or_default();
+        (report, except.is_some())
     }
 
     /// Queues a message for every registered socket; returns how many queued it.
     /// [`broadcast_all_report`](Self::broadcast_all_report) also says how many refused.
+    ///
+    /// With a cluster attached it also reaches every socket on the other nodes (at most
+    /// once); the count and the report are this node's.
     pub async fn broadcast_all(&self, msg: SocketMessage) -> usize {
-        self.broadcast_all_now(&msg).queued
+        self.broadcast_all_report(msg).await.queued
     }
 
-    /// As [`broadcast_all`](Self::broadcast_all), with the full report.
+    /// As [`broadcast_all`](Self::broadcast_all), with the full (local) report.
     pub async fn broadcast_all_report(&self, msg: SocketMessage) -> BroadcastReport {
-        self.broadcast_all_now(&msg)
+        let report = self.deliver_all(&msg);
+        if let Some(link) = self.link() {
+            link.broadcast_all_remote(&msg);
+        }
+        report
     }
 
-    fn broadcast_all_now(&self, msg: &SocketMessage) -> BroadcastReport {
+    /// Local delivery to every socket.
+    pub(crate) fn deliver_all(&self, msg: &SocketMessage) -> BroadcastReport {
         let mut report = BroadcastReport::default();
         self.inner.sockets.for_each(|_, entry| {
             report.record(entry.socket.sender().shared().push(msg.clone()));
@@ -576,8 +645,16 @@ impl StreamHub {
         user_id: &str,
         msg: SocketMessage,
     ) -> Result<BroadcastReport, StreamError> {
-        Ok(self
-            .inner
+        let report = self.deliver_user(user_id, &msg);
+        if let Some(link) = self.link() {
+            link.send_to_user_remote(user_id, &msg);
+        }
+        Ok(report)
+    }
+
+    /// Local delivery to a user's devices.
+    pub(crate) fn deliver_user(&self, user_id: &str, msg: &SocketMessage) -> BroadcastReport {
+        self.inner
             .presence
             .with_devices(user_id, |devices| {
                 let mut report = BroadcastReport::default();
@@ -586,28 +663,164 @@ impl StreamHub {
                 }
                 report
             })
-            .unwrap_or_default())
+            .unwrap_or_default()
     }
 
-    /// Whether the user has at least one registered socket.
+    /// Local delivery to one socket (no cluster fallback).
+    pub(crate) fn deliver_to(&self, socket_id: &str, msg: SocketMessage) -> bool {
+        matches!(
+            self.inner
+                .sockets
+                .with(socket_id, |entry| entry.socket.sender().shared().push(msg)),
+            Some(Ok(_))
+        )
+    }
+
+    /// Whether the user has at least one registered socket — on any node when a cluster is
+    /// attached.
     pub async fn is_user_online(&self, user_id: &str) -> bool {
         self.inner.presence.is_online(user_id)
+            || self.link().is_some_and(|l| l.remote_user_online(user_id))
     }
 
-    /// Users with at least one registered socket, in no particular order.
+    /// Users with at least one registered socket, in no particular order — on any node when a
+    /// cluster is attached (each user once).
     pub async fn online_users(&self) -> Vec<String> {
-        self.inner.presence.online_users()
+        let mut users = self.inner.presence.online_users();
+        if let Some(link) = self.link() {
+            for user in link.remote_users() {
+                if !self.inner.presence.is_online(&user) {
+                    users.push(user);
+                }
+            }
+        }
+        users
     }
 
-    /// Registered sockets.
+    /// Registered sockets — on every node when a cluster is attached.
     pub async fn connection_count(&self) -> usize {
+        self.local_connection_count() + self.link().map_or(0, |l| l.remote_connections())
+    }
+
+    /// Sockets registered on this node (equal to
+    /// [`connection_count`](Self::connection_count) without a cluster).
+    pub fn local_connection_count(&self) -> usize {
         // ORDERING: a statistic; exact once concurrent (un)registrations have returned.
         self.inner.connections.load(Ordering::Relaxed)
     }
 
-    /// Users with at least one registered socket.
+    /// Users with at least one registered socket — on any node when a cluster is attached.
     pub async fn online_user_count(&self) -> usize {
-        self.inner.presence.online_count()
+        match self.link() {
+            None => self.inner.presence.online_count(),
+            Some(link) => {
+                let remote_only = link
+                    .remote_users()
+                    .iter()
+                    .filter(|u| !self.inner.presence.is_online(u))
+                    .count();
+                self.inner.presence.online_count() + remote_only
+            }
+        }
+    }
+
+    /// Users with a socket on this node, in no particular order.
+    pub fn local_online_users(&self) -> Vec<String> {
+        self.inner.presence.online_users()
+    }
+
+    /// Sockets of `user_id` registered on this node.
+    pub fn local_device_count(&self, user_id: &str) -> usize {
+        self.inner
+            .presence
+            .with_devices(user_id, |d| d.0.len())
+            .unwrap_or(0)
+    }
+
+    /// Members `room` has on this node.
+    pub fn local_room_size(&self, room: &str) -> usize {
+        self.inner
+            .rooms
+            .with(room, |cell| cell.load().len())
+            .unwrap_or(0)
+    }
+
+    /// Names of the rooms with members on any node (each once). Without a cluster, the same
+    /// as [`list_rooms`](Self::list_rooms).
+    pub async fn cluster_list_rooms(&self) -> Vec<String> {
+        let mut rooms = self.list_rooms().await;
+        if let Some(link) = self.link() {
+            for (room, _) in link.remote_rooms() {
+                if self.local_room_size(&room) == 0 {
+                    rooms.push(room);
+                }
+            }
+        }
+        rooms
+    }
+
+    /// Members `room` has on every node (this node's count plus the last counts the other
+    /// nodes announced).
+    pub async fn cluster_room_size(&self, room: &str) -> usize {
+        self.local_room_size(room) + self.link().map_or(0, |l| l.remote_room_size(room))
+    }
+
+    /// Makes this hub a node of a cluster: from now on it calls `link` after local delivery
+    /// and on local membership and presence changes (see [`ClusterLink`]), and its presence
+    /// queries answer for the cluster. The `redis` feature's
+    /// `cluster::RedisCluster::start` calls this for you.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::ClusterAttached`] if a cluster is already attached; the hub is
+    /// unchanged.
+    pub fn attach_cluster(&self, link: StrArc<dyn ClusterLink>) -> Result<(), StreamError> {
+        let ids = SocketIdGenerator::new(link.node_id());
+        self.inner
+            .cluster
+            .set(ClusterNode { link, ids })
+            .map_err(|_| StreamError::ClusterAttached)
+    }
+
+    /// The attached cluster link, if any.
+    pub fn cluster_link(&self) -> Option<&StrArc<dyn ClusterLink>> {
+        self.link()
+    }
+
+    #[inline]
+    fn link(&self) -> Option<&StrArc<dyn ClusterLink>> {
+        self.inner.cluster.get().map(|c| &c.link)
+    }
+
+    /// A fresh socket id for a transport to register a socket under: `"<node>.<n>"` with a
+    /// cluster attached (so that [`send_to`](Self::send_to) on another node routes to it),
+    /// `"c.<n>"` otherwise.
+    pub fn next_socket_id(&self) -> StrArc<str> {
+        match self.inner.cluster.get() {
+            Some(node) => node.ids.next_id(),
+            None => self.inner.local_ids.next_id(),
+        }
+    }
+
+    /// Names of rooms with members on this node, with their member counts.
+    pub fn local_rooms(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        self.inner.rooms.for_each(|name, cell| {
+            let n = cell.load().len();
+            if n > 0 {
+                out.push((name.to_string(), n));
+            }
+        });
+        out
+    }
+
+    /// Users with a socket on this node and their device counts.
+    pub fn local_users(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        self.inner
+            .presence
+            .for_each(|user, devices| out.push((user.to_string(), devices)));
+        out
     }
 
     /// Whether a socket with this id is registered.

@@ -28,6 +28,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cluster_link;
 mod error;
 mod handler;
 mod hub;
@@ -37,7 +38,11 @@ mod presence;
 mod queue;
 mod room;
 mod socket;
+pub mod socket_id;
 mod sync;
+
+#[cfg(all(feature = "redis", not(nucleus_loom)))]
+pub mod cluster;
 
 #[cfg(all(feature = "server", not(nucleus_loom)))]
 pub mod server;
