@@ -161,6 +161,10 @@ pub(crate) async fn publisher(
                     Err(_) => break,
                 }
             }
+            if shared.is_detached() {
+                // After the goodbye nothing may re-announce this node.
+                batch.retain(|i| i.kind != Kind::Presence || i.probe == GOODBYE);
+            }
             let mut pipe = redis::pipe();
             for item in &batch {
                 let channel = channel_of(&shared, item);
