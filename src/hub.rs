@@ -667,6 +667,7 @@ impl StreamHub {
     }
 
     /// Local delivery to one socket (no cluster fallback).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn deliver_to(&self, socket_id: &str, msg: SocketMessage) -> bool {
         matches!(
             self.inner

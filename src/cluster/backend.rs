@@ -333,6 +333,7 @@ pub(crate) async fn subscriber(client: Client, shared: StrArc<Shared>, hub: Stre
     let room_prefix = shared.room_channel("");
     loop {
         Shared::set_flag(&shared.subscriber_up, false);
+        // ORDERING: a statistic.
         shared.subscribed_rooms.store(0, Ordering::Relaxed);
         let timeout = shared.config.command_timeout;
         let pubsub = match tokio::time::timeout(timeout, client.get_async_pubsub()).await {

@@ -1,6 +1,7 @@
 //! Cluster tests: several hubs in one process, joined through a real redis-server that each
 //! test starts on a free loopback port (see `redis_server.rs`).
 
+mod chat_nodes;
 mod freeze_proxy;
 mod redis_server;
 
@@ -253,7 +254,7 @@ async fn presence_is_cluster_wide() {
     assert_eq!(users, ["alice", "bob"]);
     assert_eq!(a.hub.online_user_count().await, 2);
     assert_eq!(a.hub.local_connection_count(), 1);
-    assert_eq!(a.hub.get_room_members("lobby").await, [alice_a.clone()]);
+    assert_eq!(a.hub.get_room_members("lobby").await, [alice_a]);
     assert_eq!(a.hub.cluster_list_rooms().await, ["lobby"]);
 
     // bob leaves: offline everywhere.
