@@ -284,8 +284,9 @@ fn handle(shared: &Shared, hub: &StreamHub, received: &mut Received, channel: &s
             };
             let hello = matches!(announcement, Announcement::Hello);
             let new = lock(&shared.replica).apply(env.origin, announcement, Instant::now());
+            // Answer with a full state only (never a hello: that would echo forever).
             if hello || new {
-                shared.resync.notify_one();
+                shared.announce.notify_one();
             }
         }
         Kind::Room | Kind::Direct | Kind::User | Kind::All => {
@@ -505,9 +506,15 @@ pub(crate) async fn presence_task(
         tokio::select! {
             _ = heartbeat.tick() => full(false),
             _ = shared.resync.notified() => {
-                // Several triggers often come together (both connections up, hellos).
+                // Both connections coming up trigger this together: coalesce.
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 full(true);
+                heartbeat.reset();
+            }
+            _ = shared.announce.notified() => {
+                // Several nodes' hellos often come together: coalesce.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                full(false);
                 heartbeat.reset();
             }
             _ = shared.wake_presence.notified() => {

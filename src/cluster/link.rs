@@ -87,8 +87,10 @@ pub(crate) struct Shared {
     pub(crate) wake_subscriber: Notify,
     /// Wakes the presence task: a delta is due.
     pub(crate) wake_presence: Notify,
-    /// Asks the presence task for a full state (and a hello) now.
+    /// Asks the presence task for a full state and a hello now (this node (re)connected).
     pub(crate) resync: Notify,
+    /// Asks the presence task for a full state now (another node said hello or is new).
+    pub(crate) announce: Notify,
     /// Asks the subscriber to drop its connection and build a new one.
     pub(crate) rebuild_subscriber: Notify,
     /// Subscription changes requested so far (bumped with each `dirty.subscriptions` insert).
@@ -122,6 +124,7 @@ impl Shared {
             wake_subscriber: Notify::new(),
             wake_presence: Notify::new(),
             resync: Notify::new(),
+            announce: Notify::new(),
             rebuild_subscriber: Notify::new(),
             subs_requested: AtomicU64::new(0),
             subs_applied: AtomicU64::new(0),

@@ -492,3 +492,39 @@ async fn the_same_hub_cannot_join_two_clusters_and_bad_settings_are_refused() {
     assert!(RedisCluster::start(&StreamHub::new(), config(&redis.url(), "a.b")).is_err());
     assert!(RedisCluster::start(&StreamHub::new(), config("nonsense://", "x")).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cluster_publishes_only_heartbeats_and_probes() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url(), "a").await;
+    let b = Node::start(&redis.url(), "b").await;
+    let c = Node::start(&redis.url(), "c").await;
+    let (_, _rx) = a.socket(Some("alice")).await;
+    eventually("settled", async || c.hub.is_user_online("alice").await).await;
+    let mut conn = redis.client().await;
+    let calls = async |conn: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(conn)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = calls(&mut conn).await;
+    let start = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let published = calls(&mut conn).await - before;
+    // Per node: one heartbeat and one probe per 200 ms; allow for timer slack and the
+    // measured window being longer than asked.
+    let periods = (start.elapsed().as_millis() / 200 + 2) as u64;
+    assert!(
+        published <= 3 * 2 * periods,
+        "{published} PUBLISH calls in an idle {:?}: an announcement loop?",
+        start.elapsed()
+    );
+    drop((a, b, c));
+}
