@@ -10,7 +10,7 @@ use std::sync::Arc as StrArc;
 
 use smallvec::SmallVec;
 
-use crate::hub::SocketEntry;
+use crate::entry::SocketEntry;
 use crate::index::ShardedIndex;
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 

@@ -52,7 +52,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::task::{Context, Poll, Waker};
 
-use crate::SocketMessage;
+use crate::message::SocketMessage;
 use crate::sync::{Arc, AtomicU8, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 
 /// Bits of the state word holding queued payload bytes.

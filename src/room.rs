@@ -35,9 +35,10 @@ use std::sync::Arc as StrArc;
 
 use smallvec::SmallVec;
 
-use crate::SocketMessage;
-use crate::hub::{BroadcastReport, SocketEntry};
-use crate::queue::{Queued, Shared, TrySendError};
+use crate::entry::SocketEntry;
+use crate::message::SocketMessage;
+use crate::queue::Shared;
+use crate::report::BroadcastReport;
 use crate::sync::{Arc, AtomicCell, AtomicPtr, HashState, Loaded, Mutex, Ordering, lock};
 
 /// Members per chunk. A join copies at most one chunk; a leave at most two.
@@ -414,20 +415,6 @@ impl std::fmt::Debug for Room {
             .field("name", &self.name)
             .field("size", &self.size())
             .finish()
-    }
-}
-
-impl BroadcastReport {
-    pub(crate) fn record(&mut self, outcome: Result<Queued, TrySendError>) {
-        match outcome {
-            Ok(Queued::Plain) => self.queued += 1,
-            Ok(Queued::DroppedOldest(n)) => {
-                self.queued += 1;
-                self.dropped += n as usize;
-            }
-            Err(TrySendError::Full(_)) => self.dropped += 1,
-            Err(TrySendError::Closed(_)) => self.closed += 1,
-        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::QueueConfig;
+use crate::queue::QueueConfig;
 use crate::server::auth::{Admission, Rejection, UpgradeRequest};
 
 /// The auth hook's type: a synchronous decision over the HTTP upgrade request.
