@@ -63,6 +63,25 @@ impl HubConfig {
         self.shards = n.max(1);
         self
     }
+
+    // Readers: named for what they return, without `get_` (setters own the setting names;
+    // `docs/design.md` "Configuration").
+
+    /// The longest accepted room name in bytes ([`max_room_name_len`](Self::max_room_name_len)).
+    pub fn room_name_limit(&self) -> usize {
+        self.max_room_name_len
+    }
+
+    /// The most rooms per socket ([`max_rooms_per_socket`](Self::max_rooms_per_socket)).
+    pub fn rooms_per_socket_limit(&self) -> usize {
+        self.max_rooms_per_socket
+    }
+
+    /// The number of index shards as configured ([`shards`](Self::shards); the hub rounds it
+    /// up to a power of two).
+    pub fn shard_count(&self) -> usize {
+        self.shards
+    }
 }
 
 /// Counters describing a hub at one moment.

@@ -135,18 +135,21 @@ impl QueueConfig {
         self
     }
 
-    /// The message bound.
-    pub fn get_max_messages(&self) -> usize {
+    // Readers: named for what they return, without `get_` (setters own the setting names;
+    // `docs/design.md` "Configuration").
+
+    /// The message bound ([`max_messages`](Self::max_messages)).
+    pub fn message_limit(&self) -> usize {
         self.max_messages
     }
 
-    /// The byte bound.
-    pub fn get_max_bytes(&self) -> usize {
+    /// The byte bound ([`max_bytes`](Self::max_bytes)).
+    pub fn byte_limit(&self) -> usize {
         self.max_bytes
     }
 
-    /// The overflow policy.
-    pub fn get_policy(&self) -> OverflowPolicy {
+    /// The overflow policy ([`policy`](Self::policy)).
+    pub fn overflow_policy(&self) -> OverflowPolicy {
         self.policy
     }
 }

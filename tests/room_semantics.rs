@@ -184,3 +184,23 @@ fn room_snapshot_does_not_change_after_it_is_taken() {
         assert_eq!(snapshot.members().collect::<Vec<_>>(), ["a"]);
     });
 }
+
+#[test]
+fn hub_config_readers_return_each_setting() {
+    let c = HubConfig::default()
+        .max_room_name_len(9)
+        .max_rooms_per_socket(0)
+        .shards(3);
+    assert_eq!(c.room_name_limit(), 9);
+    assert_eq!(c.rooms_per_socket_limit(), 1, "clamped to at least 1");
+    assert_eq!(c.shard_count(), 3);
+    let d = HubConfig::default();
+    assert_eq!(
+        (
+            d.room_name_limit(),
+            d.rooms_per_socket_limit(),
+            d.shard_count()
+        ),
+        (128, 128, 256)
+    );
+}
