@@ -16,7 +16,7 @@
 //!
 //! | model | file |
 //! | --- | --- |
-//! | (a) `join_room` vs `unregister`; (b) emptying leave vs join; (c) two creating joins; (d) broadcast vs join and leave | `rooms.rs` |
+//! | (a) `join_room` vs `unregister`; (b) emptying leave vs join; (c) two creating joins; (d) broadcast vs join and leave; (i) broadcast vs a leave that moves a member across chunks | `rooms.rs` |
 //! | (e) presence of one user's devices | `presence.rs` |
 //! | (f) `send_to` / `send_to_user` vs register and unregister | `direct.rs` |
 //! | (g) the outbound queue: producers, a parking consumer, each overflow policy at its bound | `queue.rs` |
