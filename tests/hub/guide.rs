@@ -2,20 +2,18 @@
 //! "Differences from the guide" lists (crate path, `register` returning `Result`, `Binary`
 //! holding `Bytes`), and each test then checks that the snippet did what the guide says.
 
-mod support;
-
+use crate::support::{block_on, drain_texts, socket, user_socket};
 use nucleus_stream::{
     SocketMessage, StreamError, StreamHandler, StreamHub, WebSocket, async_trait,
 };
 use serde::{Deserialize, Serialize};
-use support::{block_on, drain_texts, socket, user_socket};
 
 #[test]
 fn quick_start() {
     block_on(async {
         let hub = StreamHub::new();
         let (socket, mut rx) = socket("s1");
-        let (target, mut target_rx) = support::socket("s2");
+        let (target, mut target_rx) = crate::support::socket("s2");
         hub.register(target.clone()).await?;
         let target_socket_id = target.id.clone();
 
@@ -134,7 +132,7 @@ fn room_information() {
     block_on(async {
         let hub = StreamHub::new();
         let (socket, _rx) = socket("s1");
-        let (other, _rx2) = support::socket("s2");
+        let (other, _rx2) = crate::support::socket("s2");
         hub.register(socket.clone()).await?;
         hub.register(other.clone()).await?;
         hub.join_room(&socket.id, "room_name").await?;
@@ -156,9 +154,9 @@ fn room_information() {
         }
         // --- end ---
 
-        assert_eq!(support::sorted(members), ["s1", "s2"]);
-        assert_eq!(support::sorted(rooms), ["room_name", "second"]);
-        assert_eq!(support::sorted(all_rooms), ["room_name", "second"]);
+        assert_eq!(crate::support::sorted(members), ["s1", "s2"]);
+        assert_eq!(crate::support::sorted(rooms), ["room_name", "second"]);
+        assert_eq!(crate::support::sorted(all_rooms), ["room_name", "second"]);
         assert_eq!(printed, Some(2));
         Ok::<(), StreamError>(())
     })
@@ -249,7 +247,7 @@ fn presence_tracking() {
         // --- end ---
 
         assert!(said_connected);
-        assert_eq!(support::sorted(online), ["user_123", "user_456"]);
+        assert_eq!(crate::support::sorted(online), ["user_123", "user_456"]);
         assert_eq!(total, 4);
         assert_eq!(users, 2);
         Ok::<(), StreamError>(())

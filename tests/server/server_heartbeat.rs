@@ -1,16 +1,12 @@
 //! Heartbeats: the server pings, answers pings, and closes a peer that has gone silent,
 //! while a live peer that answers pings stays connected.
 
-#![cfg(feature = "server")]
-
-mod support;
-
 use std::time::Duration;
 
+use crate::support::wire::*;
 use futures_util::SinkExt;
 use nucleus_stream::StreamHub;
 use nucleus_stream::server::ServerConfig;
-use support::wire::*;
 use tokio_tungstenite::tungstenite::Message;
 
 fn config() -> ServerConfig {

@@ -1,9 +1,7 @@
 //! join / leave / room listing semantics and room limits.
 
-mod support;
-
+use crate::support::{block_on, drain_texts, socket};
 use nucleus_stream::{HubConfig, SocketMessage, StreamError, StreamHub};
-use support::{block_on, drain_texts, socket};
 
 #[test]
 fn join_of_unknown_socket_is_socket_not_found_and_creates_no_room() {
@@ -150,7 +148,10 @@ fn rooms_per_socket_limit_is_a_typed_error_and_leaves_state_unchanged() {
         assert!(!hub.join_room("s", "a").await.unwrap());
         hub.leave_room("s", "a").await.unwrap();
         assert!(hub.join_room("s", "c").await.unwrap());
-        assert_eq!(support::sorted(hub.get_socket_rooms("s").await), ["b", "c"]);
+        assert_eq!(
+            crate::support::sorted(hub.get_socket_rooms("s").await),
+            ["b", "c"]
+        );
     });
 }
 
