@@ -19,7 +19,7 @@
 //! and every snapshot's link chains to its successor's. Holding any snapshot therefore keeps
 //! alive every entry retired after it was published — exactly the entries it may still point
 //! to. When the last reader of an old snapshot drops it, the chain prefix and the retired
-//! entries go with it. (Epoch reclamation, built from reference counts; `tests/room_*` run
+//! entries go with it. (Epoch reclamation, built from reference counts; `tests/hub/room_*.rs` run
 //! clean under valgrind, and the loom models exercise it.)
 //!
 //! Chunks themselves are plain `Arc`s, released by whoever drops the last snapshot using
