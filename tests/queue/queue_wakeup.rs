@@ -51,3 +51,64 @@ fn a_parked_consumer_receives_every_message_from_racing_producers() {
     }
     assert_eq!(received, PRODUCERS * PER_PRODUCER);
 }
+
+/// A waker whose `clone` panics, and a counting waker, built from raw vtables.
+mod wakers {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+
+    fn panic_clone(_: *const ()) -> RawWaker {
+        panic!("waker clone panics");
+    }
+    fn noop(_: *const ()) {}
+    static PANICKING: RawWakerVTable = RawWakerVTable::new(panic_clone, noop, noop, noop);
+
+    /// A waker that panics when the queue clones it to store it.
+    pub fn panicking() -> Waker {
+        // SAFETY: the vtable's functions ignore the data pointer and uphold RawWaker's
+        // contract (clone never returns: it panics).
+        unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &PANICKING)) }
+    }
+
+    struct Count(AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A waker counting its wakes, and the count.
+    pub fn counting() -> (Waker, impl Fn() -> usize) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let reader = Arc::clone(&count);
+        (Waker::from(count), move || reader.0.load(Ordering::SeqCst))
+    }
+}
+
+#[test]
+fn a_waker_whose_clone_panics_does_not_stop_later_wake_ups() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::{Context, Poll};
+
+    let (tx, mut rx) = channel(QueueConfig::default());
+    let bad = wakers::panicking();
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        let _ = rx.poll_recv(&mut Context::from_waker(&bad));
+    }));
+    assert!(panicked.is_err(), "the clone's panic reaches the poller");
+
+    // The queue must still register and wake a well-behaved waker afterwards.
+    let (good, wakes) = wakers::counting();
+    assert_eq!(rx.poll_recv(&mut Context::from_waker(&good)), Poll::Pending);
+    tx.try_send(SocketMessage::text("after")).unwrap();
+    assert_eq!(
+        wakes(),
+        1,
+        "the consumer registered after the panic is woken"
+    );
+    assert_eq!(
+        rx.poll_recv(&mut Context::from_waker(&good)),
+        Poll::Ready(Some(SocketMessage::text("after")))
+    );
+}
