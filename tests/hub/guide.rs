@@ -1,6 +1,8 @@
-//! Every snippet of GUIDE.md, run against the crate. Each is adapted only as the README's
-//! "Differences from the guide" lists (crate path, `register` returning `Result`, `Binary`
-//! holding `Bytes`), and each test then checks that the snippet did what the guide says.
+//! Every snippet of the crate's user guide, `docs/guide.md`, run against the crate. Each
+//! follows the guide; the guide's "Differences from the original guide" (also in the README)
+//! lists how they differ from the original Nucleus guide (crate path, `register` returning
+//! `Result`, `Binary` holding `Bytes`, no `unwrap` of client input), and each test then
+//! checks that the snippet did what the guide says.
 
 use crate::support::{block_on, drain_texts, socket, user_socket};
 use nucleus_stream::{
@@ -95,7 +97,7 @@ fn messages() -> Result<(), StreamError> {
     // Binary data (deviation: `Binary` holds `Bytes`; `.into()` takes the Vec without copying)
     let msg = SocketMessage::Binary(vec![0, 1, 2, 3].into());
     // Parse JSON from message
-    let data: MyData = message.as_json().unwrap();
+    let data: MyData = message.as_json()?;
     // --- end ---
     assert_eq!(data, MyData { value: 42 });
     assert_eq!(msg.payload(), &[0, 1, 2, 3]);
@@ -320,11 +322,14 @@ impl ChatRoom {
             text: Option<String>,
         }
 
-        let msg: ChatMessage = serde_json::from_str(text).unwrap();
+        // Client input: never unwrap it (a bad frame must not panic the server).
+        let Ok(msg) = serde_json::from_str::<ChatMessage>(text) else {
+            return;
+        };
 
         match msg.action.as_str() {
             "join" => {
-                let room = msg.room.unwrap();
+                let Some(room) = msg.room else { return };
                 self.hub.join_room(&socket.id, &room).await.ok();
                 self.hub
                     .broadcast_to_room(&room, SocketMessage::text("User joined"))
@@ -332,7 +337,7 @@ impl ChatRoom {
                     .ok();
             }
             "leave" => {
-                let room = msg.room.unwrap();
+                let Some(room) = msg.room else { return };
                 self.hub
                     .broadcast_to_room(&room, SocketMessage::text("User left"))
                     .await
@@ -340,8 +345,9 @@ impl ChatRoom {
                 self.hub.leave_room(&socket.id, &room).await.ok();
             }
             "message" => {
-                let room = msg.room.unwrap();
-                let text = msg.text.unwrap();
+                let (Some(room), Some(text)) = (msg.room, msg.text) else {
+                    return;
+                };
                 self.hub
                     .broadcast_to_room(&room, SocketMessage::text(&text))
                     .await
@@ -372,6 +378,11 @@ fn chat_room_example() {
         chat.handle_message(&a, r#"{"action":"leave","room":"r"}"#)
             .await;
         chat.handle_message(&b, r#"{"action":"dance"}"#).await;
+        // Malformed input is ignored, never a panic.
+        chat.handle_message(&b, "not json").await;
+        chat.handle_message(&b, r#"{"action":"join"}"#).await;
+        chat.handle_message(&b, r#"{"action":"message","room":"r"}"#)
+            .await;
         assert_eq!(
             drain_texts(&mut a_rx),
             ["User joined", "User joined", "yo", "User left"]
