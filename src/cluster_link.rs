@@ -13,7 +13,8 @@
 //! work to a background task; never block on the network): the hub calls them on its message
 //! paths.
 
-use crate::{SocketMessage, StreamError};
+use crate::error::StreamError;
+use crate::message::SocketMessage;
 
 /// The socket a room broadcast excludes, as the origin node saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

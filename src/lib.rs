@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod cluster_link;
+mod entry;
 mod error;
 mod handler;
 mod hub;
@@ -39,6 +40,7 @@ mod index;
 mod message;
 mod presence;
 mod queue;
+mod report;
 mod room;
 mod socket;
 pub mod socket_id;
@@ -52,12 +54,13 @@ pub mod server;
 
 pub use error::StreamError;
 pub use handler::StreamHandler;
-pub use hub::{BroadcastReport, HubConfig, HubStats, StreamHub};
+pub use hub::{HubConfig, HubStats, StreamHub};
 pub use message::{SocketMessage, Utf8Bytes};
 pub use queue::{
     CloseReason, MAX_BYTES_LIMIT, MAX_MESSAGES_LIMIT, OverflowPolicy, QueueConfig, Receiver,
     Sender, TryRecvError, TrySendError, channel,
 };
+pub use report::BroadcastReport;
 pub use room::Room;
 pub use socket::WebSocket;
 

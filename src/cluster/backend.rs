@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use super::envelope::{self, DecodeError, FLAG_EXCEPT_LOCAL, Kind, Outgoing};
 use super::link::{Counters, GOODBYE, Outbound, Shared};
 use super::presence::{self, Announcement, OP_FULL, OP_GOODBYE, OP_HELLO, State};
-use crate::StreamHub;
+use crate::hub::StreamHub;
 use crate::sync::{Ordering, lock};
 
 /// Most sequence counters the publisher keeps before starting them all over at 1 (receivers

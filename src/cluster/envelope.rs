@@ -24,7 +24,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{SocketMessage, Utf8Bytes};
+use crate::message::{SocketMessage, Utf8Bytes};
 
 pub(crate) const MAGIC: [u8; 2] = *b"NS";
 pub(crate) const VERSION: u8 = 1;

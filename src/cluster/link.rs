@@ -13,9 +13,10 @@ use super::ClusterConfig;
 use super::envelope::{FLAG_BINARY, FLAG_EXCEPT_LOCAL, Kind};
 use super::presence::Replica;
 use crate::cluster_link::{ClusterLink, Except};
+use crate::error::StreamError;
+use crate::message::SocketMessage;
 use crate::socket_id::node_of;
 use crate::sync::{AtomicU64, Mutex, Ordering, lock};
-use crate::{SocketMessage, StreamError};
 
 /// One message for the publisher: the envelope is built (and its sequence number assigned)
 /// in the publisher task, so the broadcast path only bumps reference counts.

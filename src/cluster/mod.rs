@@ -84,7 +84,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::StreamHub;
+use crate::hub::StreamHub;
 use crate::sync::Ordering;
 use link::{Counters, RedisLink, Shared};
 

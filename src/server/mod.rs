@@ -60,7 +60,7 @@ mod connection;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc as StrArc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -70,8 +70,9 @@ use tokio::time::{Instant, sleep, timeout_at};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
+use crate::handler::StreamHandler;
+use crate::hub::StreamHub;
 use crate::sync::{AtomicUsize, Ordering};
-use crate::{StreamHandler, StreamHub};
 
 pub use auth::{Admission, Rejection, UpgradeRequest};
 pub use config::ServerConfig;
@@ -91,7 +92,7 @@ const ABORT_GRACE: Duration = Duration::from_millis(500);
 /// See the [module documentation](self).
 pub struct Server {
     hub: StreamHub,
-    handler: StrArc<dyn StreamHandler>,
+    handler: Arc<dyn StreamHandler>,
     config: ServerConfig,
 }
 
@@ -99,11 +100,11 @@ impl Server {
     /// A server for `hub` whose connections call `handler`, with the default
     /// [`ServerConfig`].
     pub fn new<H: StreamHandler>(hub: StreamHub, handler: H) -> Self {
-        Self::with_shared_handler(hub, StrArc::new(handler))
+        Self::with_shared_handler(hub, Arc::new(handler))
     }
 
     /// Like [`new`](Self::new), with a handler you keep a reference to.
-    pub fn with_shared_handler(hub: StreamHub, handler: StrArc<dyn StreamHandler>) -> Self {
+    pub fn with_shared_handler(hub: StreamHub, handler: Arc<dyn StreamHandler>) -> Self {
         Self {
             hub,
             handler,
@@ -153,7 +154,7 @@ impl Server {
             .max_frame_size(Some(config.max_frame_size));
         let (shutdown, shutdown_rx) = watch::channel(None);
         let (done_tx, done) = watch::channel(false);
-        let shared = StrArc::new(ServerShared {
+        let shared = Arc::new(ServerShared {
             hub: self.hub,
             handler: self.handler,
             config,
@@ -164,7 +165,7 @@ impl Server {
         });
         tokio::spawn(accept_loop(
             listener,
-            StrArc::clone(&shared),
+            Arc::clone(&shared),
             shutdown_rx,
             done_tx,
         ));
@@ -192,7 +193,7 @@ impl std::fmt::Debug for Server {
 #[derive(Clone)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
-    shared: StrArc<ServerShared>,
+    shared: Arc<ServerShared>,
     done: watch::Receiver<bool>,
 }
 
@@ -295,7 +296,7 @@ impl std::fmt::Debug for ServerHandle {
 /// What every connection task of one server shares.
 pub(crate) struct ServerShared {
     pub(crate) hub: StreamHub,
-    pub(crate) handler: StrArc<dyn StreamHandler>,
+    pub(crate) handler: Arc<dyn StreamHandler>,
     pub(crate) config: ServerConfig,
     pub(crate) ws_config: WebSocketConfig,
     /// `Some(deadline)` once shutdown has begun.
@@ -309,7 +310,7 @@ pub(crate) struct ServerShared {
 
 /// Decrements a counter when a task ends, however it ends.
 struct CountGuard {
-    shared: StrArc<ServerShared>,
+    shared: Arc<ServerShared>,
     refusal: bool,
 }
 
@@ -327,7 +328,7 @@ impl Drop for CountGuard {
 
 async fn accept_loop(
     listener: TcpListener,
-    shared: StrArc<ServerShared>,
+    shared: Arc<ServerShared>,
     mut shutdown: watch::Receiver<Option<Instant>>,
     done: watch::Sender<bool>,
 ) {
@@ -389,12 +390,7 @@ fn log_task_end(result: Result<(), tokio::task::JoinError>) {
     }
 }
 
-fn admit(
-    shared: &StrArc<ServerShared>,
-    tasks: &mut JoinSet<()>,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
+fn admit(shared: &Arc<ServerShared>, tasks: &mut JoinSet<()>, stream: TcpStream, peer: SocketAddr) {
     // ORDERING: the counter itself is the only shared state; exactness comes from the RMW.
     let active = shared.active.fetch_add(1, Ordering::Relaxed);
     if active >= shared.config.max_connections {
@@ -403,7 +399,7 @@ fn admit(
         // ORDERING: as above.
         let refusing = shared.refusing.fetch_add(1, Ordering::Relaxed);
         let guard = CountGuard {
-            shared: StrArc::clone(shared),
+            shared: Arc::clone(shared),
             refusal: true,
         };
         if refusing >= MAX_REFUSALS_IN_FLIGHT {
@@ -411,7 +407,7 @@ fn admit(
             drop(stream);
             return;
         }
-        let shared = StrArc::clone(shared);
+        let shared = Arc::clone(shared);
         tasks.spawn(async move {
             let _guard = guard;
             connection::refuse(shared, stream, peer).await;
@@ -419,11 +415,11 @@ fn admit(
         return;
     }
     let guard = CountGuard {
-        shared: StrArc::clone(shared),
+        shared: Arc::clone(shared),
         refusal: false,
     };
     let shutdown = shared.shutdown.subscribe();
-    let shared = StrArc::clone(shared);
+    let shared = Arc::clone(shared);
     tasks.spawn(async move {
         let _guard = guard;
         connection::serve(shared, stream, peer, shutdown).await;
