@@ -731,7 +731,23 @@ impl StreamHub {
     }
 
     /// Members `room` has on every node (this node's count plus the last counts the other
-    /// nodes announced).
+    /// nodes announced). Without a cluster, this node's count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nucleus_stream::{channel, QueueConfig, StreamHub, WebSocket};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let hub = StreamHub::new();
+    /// let (tx, _rx) = channel(QueueConfig::default());
+    /// hub.register(WebSocket::new("s1", tx)).await?;
+    /// hub.join_room("s1", "general").await?;
+    /// assert_eq!(hub.cluster_room_size("general").await, 1);
+    /// assert_eq!(hub.local_room_size("general"), 1);
+    /// assert_eq!(hub.cluster_list_rooms().await, ["general"]);
+    /// # Ok::<(), nucleus_stream::StreamError>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn cluster_room_size(&self, room: &str) -> usize {
         self.local_room_size(room) + self.link().map_or(0, |l| l.remote_room_size(room))
     }
@@ -766,6 +782,14 @@ impl StreamHub {
     /// A fresh socket id for a transport to register a socket under: `"<node>.<n>"` with a
     /// cluster attached (so that [`send_to`](Self::send_to) on another node routes to it),
     /// `"c.<n>"` otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let hub = nucleus_stream::StreamHub::new();
+    /// assert_eq!(&*hub.next_socket_id(), "c.1");
+    /// assert_eq!(&*hub.next_socket_id(), "c.2");
+    /// ```
     pub fn next_socket_id(&self) -> StrArc<str> {
         match self.inner.cluster.get() {
             Some(node) => node.ids.next_id(),
