@@ -35,6 +35,9 @@ struct Round {
     remote: Vec<u32>,
     publishes: u64,
     redis_cpu_ticks: u64,
+    /// Run-queue wait of this process's and of Redis's threads during the round, ns.
+    wait_self: u64,
+    wait_redis: u64,
 }
 
 async fn info_publish_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
@@ -58,6 +61,23 @@ fn cpu_ticks(pid: u32) -> u64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     get(11) + get(12)
+}
+
+/// Nanoseconds the threads of `pid` spent runnable but waiting for a CPU
+/// (`/proc/PID/task/*/schedstat`, second field).
+fn runqueue_wait_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 fn config(url: &str, node: &str) -> ClusterConfig {
@@ -139,6 +159,10 @@ async fn round(redis: &RedisServer, split: bool, broadcasts: u64, tag: usize) ->
     let mut conn = redis.client().await;
     let pub0 = info_publish_calls(&mut conn).await;
     let cpu0 = cpu_ticks(redis.pid());
+    let wait0 = (
+        runqueue_wait_ns(std::process::id()),
+        runqueue_wait_ns(redis.pid()),
+    );
     let start_ns = base.elapsed().as_nanos() as u64;
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / RATE));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -155,6 +179,10 @@ async fn round(redis: &RedisServer, split: bool, broadcasts: u64, tag: usize) ->
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pub1 = info_publish_calls(&mut conn).await;
     let cpu1 = cpu_ticks(redis.pid());
+    let wait1 = (
+        runqueue_wait_ns(std::process::id()),
+        runqueue_wait_ns(redis.pid()),
+    );
     a.broadcast_to_room("room", SocketMessage::text("end"))
         .await
         .expect("end");
@@ -167,6 +195,8 @@ async fn round(redis: &RedisServer, split: bool, broadcasts: u64, tag: usize) ->
         remote: Vec::new(),
         publishes: pub1 - pub0,
         redis_cpu_ticks: cpu1 - cpu0,
+        wait_self: wait1.0 - wait0.0,
+        wait_redis: wait1.1 - wait0.1,
     };
     let mut last = start_ns;
     for h in la {
@@ -271,9 +301,9 @@ async fn main() {
         }
     }
     println!(
-        "| run ({MEMBERS} members, {RATE} broadcasts/s, {broadcasts} per round, median of {rounds}) | lost | deliveries/s | p50 ms | p99 ms | remote p50 ms | remote p99 ms | PUBLISH per broadcast | Redis CPU µs per broadcast |"
+        "| run ({MEMBERS} members, {RATE} broadcasts/s, {broadcasts} per round, median of {rounds}) | lost | deliveries/s | p50 ms | p99 ms | remote p50 ms | remote p99 ms | PUBLISH per broadcast | Redis CPU µs per broadcast | run-queue wait µs per broadcast (bench / Redis) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut p99 = [0.0; 2];
     let mut remote_p99 = f64::NAN;
     for (k, name) in ["1 node", "2 nodes (500 + 500)"].into_iter().enumerate() {
@@ -309,6 +339,19 @@ async fn main() {
                 .map(|r| r.redis_cpu_ticks as f64 / ticks_per_sec * 1e6 / r.broadcasts as f64)
                 .collect(),
         );
+        let wait = format!(
+            "{:.0} / {:.0}",
+            median(
+                rs.iter()
+                    .map(|r| r.wait_self as f64 / 1e3 / r.broadcasts as f64)
+                    .collect()
+            ),
+            median(
+                rs.iter()
+                    .map(|r| r.wait_redis as f64 / 1e3 / r.broadcasts as f64)
+                    .collect()
+            )
+        );
         p99[k] = median(all_p99.clone());
         if k == 1 {
             remote_p99 = median(rem_p99.clone());
@@ -322,7 +365,7 @@ async fn main() {
             }
         };
         println!(
-            "| {name} | {lost} | {dps:.0} | {} | {} | {} | {} | {pubs} | {cpu:.1} |",
+            "| {name} | {lost} | {dps:.0} | {} | {} | {} | {} | {pubs} | {cpu:.1} | {wait} |",
             fmt(all_p50),
             fmt(all_p99),
             fmt(rem_p50),

@@ -135,7 +135,7 @@ async fn online(ws: &mut Ws) -> (Vec<String>, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_chat_processes_share_rooms_and_presence_and_forget_a_killed_node() {
-    let redis = RedisServer::start();
+    let mut redis = RedisServer::start();
     let a = ChatNode::start(&redis.url());
     let mut b = ChatNode::start(&redis.url());
     let mut alice = connect(a.addr, "alice").await;
@@ -200,6 +200,55 @@ async fn two_chat_processes_share_rooms_and_presence_and_forget_a_killed_node() 
         .await
         .expect("bob's message on alice's node");
         assert_eq!(v["text"], format!("b{i}"));
+    }
+
+    // Redis restarts: each node keeps serving its own clients, then both reconnect,
+    // resubscribe and re-announce, and the room spans the processes again.
+    redis.kill();
+    send(
+        &mut alice,
+        json!({"action": "message", "room": "lobby", "text": "while down"}),
+    )
+    .await;
+    let v = recv_matching(&mut alice, Duration::from_secs(5), |v| {
+        v["type"] == "message"
+    })
+    .await
+    .expect("local delivery while Redis is down");
+    assert_eq!(v["text"], "while down");
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        n += 1;
+        let text = format!("back {n}");
+        send(
+            &mut bob,
+            json!({"action": "message", "room": "lobby", "text": text}),
+        )
+        .await;
+        let got = recv_matching(&mut alice, Duration::from_millis(300), |v| {
+            v["type"] == "message" && v["text"] == text
+        })
+        .await;
+        if got.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "room not whole again after the Redis restart"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (users, connections) = online(&mut alice).await;
+        if users == ["alice", "bob"] && connections == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence not whole again: {users:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Kill bob's node without a goodbye: bob goes offline on a within the bound (12 s TTL
