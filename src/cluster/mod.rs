@@ -18,7 +18,9 @@
 //! — synchronously, never waiting — after local delivery and when local membership or
 //! presence changes. This module implements that link over Redis pub/sub with three
 //! background tokio tasks (see `backend.rs`): a pipelined **publisher** fed by a bounded
-//! queue, a **subscriber**, and a **presence** task that also probes the subscription.
+//! queue, a **subscriber**, and a **presence** task that also probes the subscription. They
+//! run on a thread of their own by default ([`ClusterConfig::own_thread`]), so cross-node
+//! messages never queue behind the application's tasks. More: `docs/cluster.md`.
 //!
 //! Channels (`P` is [`ClusterConfig::prefix`], default `nucleus`):
 //!
@@ -116,6 +118,7 @@ pub struct ClusterConfig {
     presence_coalesce: Duration,
     backlog: usize,
     max_batch: usize,
+    own_thread: bool,
 }
 
 impl ClusterConfig {
@@ -138,6 +141,7 @@ impl ClusterConfig {
             presence_coalesce: Duration::from_millis(10),
             backlog: 65_536,
             max_batch: 512,
+            own_thread: true,
         }
     }
 
@@ -208,6 +212,16 @@ impl ClusterConfig {
         self
     }
 
+    /// Whether the node's tasks (and the Redis client's connection drivers) run on a thread
+    /// of their own (default `true`) instead of the caller's tokio runtime. On their own
+    /// thread, cross-node messages do not queue behind the application's tasks: with 1,000
+    /// busy member tasks on a 2-worker runtime this halves the p99 the hop adds (see
+    /// BENCHMARKS.md, "Cluster").
+    pub fn own_thread(mut self, yes: bool) -> Self {
+        self.own_thread = yes;
+        self
+    }
+
     /// Most messages per pipeline.
     pub fn max_batch(mut self, n: usize) -> Self {
         self.max_batch = n.max(1);
@@ -228,9 +242,12 @@ pub enum ClusterError {
     /// The hub is already part of a cluster.
     #[error("the hub already has a cluster attached")]
     AlreadyAttached,
-    /// Not called from within a tokio runtime.
-    #[error("RedisCluster::start must run inside a tokio runtime")]
+    /// With [`ClusterConfig::own_thread`] off: not called from within a tokio runtime.
+    #[error("RedisCluster::start with own_thread(false) must run inside a tokio runtime")]
     NoRuntime,
+    /// The node's own thread or its runtime could not be created.
+    #[error("cannot start the cluster thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Counters and state of a cluster node.
@@ -275,6 +292,11 @@ pub struct RedisCluster {
     shared: StrArc<Shared>,
     control: mpsc::UnboundedSender<link::Outbound>,
     tasks: Vec<JoinHandle<()>>,
+    /// The node's own thread, if any: dropping this sender ends it (and its runtime).
+    thread: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -300,16 +322,16 @@ fn random_node_id() -> String {
 
 impl RedisCluster {
     /// Makes `hub` a node of the cluster on the Redis at `config`'s URL and starts the
-    /// background tasks on the current tokio runtime. Returns at once: the connections are
-    /// made in the background (local delivery works meanwhile); [`ready`](Self::ready)
-    /// waits for them.
+    /// background tasks (on their own thread, or with [`ClusterConfig::own_thread`] off on
+    /// the current tokio runtime). Returns at once: the connections are made in the
+    /// background (local delivery works meanwhile); [`ready`](Self::ready) waits for them.
     ///
     /// # Errors
     ///
     /// [`ClusterError::InvalidUrl`], [`ClusterError::InvalidNodeId`],
-    /// [`ClusterError::AlreadyAttached`], [`ClusterError::NoRuntime`].
+    /// [`ClusterError::AlreadyAttached`], [`ClusterError::Thread`]; with `own_thread` off,
+    /// [`ClusterError::NoRuntime`] outside a tokio runtime.
     pub fn start(hub: &StreamHub, config: ClusterConfig) -> Result<Self, ClusterError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ClusterError::NoRuntime)?;
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| ClusterError::InvalidUrl(e.to_string()))?;
         let node = config.node_id.clone().unwrap_or_else(random_node_id);
@@ -323,8 +345,30 @@ impl RedisCluster {
             shared: StrArc::clone(&shared),
             out: data_tx,
         };
-        hub.attach_cluster(StrArc::new(link))
-            .map_err(|_| ClusterError::AlreadyAttached)?;
+        let (runtime, thread) = if config.own_thread {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(ClusterError::Thread)?;
+            let handle = rt.handle().clone();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("nucleus-cluster-{}", shared.node))
+                .spawn(move || {
+                    // Runs the tasks until the handle is dropped, then drops them all.
+                    let _ = rt.block_on(stop_rx);
+                })
+                .map_err(ClusterError::Thread)?;
+            (handle, Some((stop_tx, thread)))
+        } else {
+            let handle =
+                tokio::runtime::Handle::try_current().map_err(|_| ClusterError::NoRuntime)?;
+            (handle, None)
+        };
+        if hub.attach_cluster(StrArc::new(link)).is_err() {
+            drop(thread);
+            return Err(ClusterError::AlreadyAttached);
+        }
         let tasks = vec![
             runtime.spawn(backend::publisher(
                 client.clone(),
@@ -347,6 +391,7 @@ impl RedisCluster {
             shared,
             control: control_tx,
             tasks,
+            thread,
         })
     }
 
@@ -443,6 +488,11 @@ impl RedisCluster {
         lock_clear(&self.shared);
         for task in self.tasks.drain(..) {
             task.abort();
+        }
+        // Ends the node's thread: its runtime drops what is left (connection drivers). Not
+        // joined: `stop` may run inside an async context, and the thread ends on its own.
+        if let Some((stop, _thread)) = self.thread.take() {
+            drop(stop);
         }
     }
 }
