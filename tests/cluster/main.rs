@@ -528,3 +528,69 @@ async fn an_idle_cluster_publishes_only_heartbeats_and_probes() {
     );
     drop((a, b, c));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_never_blocks_a_broadcast_and_the_backlog_stays_bounded() {
+    let redis = RedisServer::start();
+    let proxy = freeze_proxy::FreezeProxy::start(redis.port).await;
+    let a = Node::start(&redis.url(), "a").await;
+    let hub = StreamHub::new();
+    let cluster = RedisCluster::start(&hub, config(&proxy.url(), "b").backlog(16)).expect("b");
+    assert!(cluster.ready(WAIT).await);
+    let b = Node {
+        hub,
+        cluster: Some(cluster),
+    };
+    let (_, mut a_rx) = a.member("r", None).await;
+    let (_, mut b_rx) = b.member("r", None).await;
+    a.synced().await;
+    b.synced().await;
+
+    // Redis stops answering b (no error, no close): b's publisher waits on its pipeline, the
+    // backlog fills, and every further remote copy is refused at once and counted.
+    proxy.freeze_all();
+    for i in 0..2_000 {
+        let report = b
+            .hub
+            .broadcast_to_room("r", SocketMessage::text(i.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(report.queued, 1);
+    }
+    for i in 0..2_000 {
+        assert_eq!(
+            recv_text(&mut b_rx).await,
+            i.to_string(),
+            "local delivery unaffected"
+        );
+    }
+    let stats = b.cluster().stats();
+    assert!(
+        stats.backlog_full >= 2_000 - 16 - 512 - 1,
+        "refused: {}",
+        stats.backlog_full
+    );
+    // The stuck pipeline times out; the publisher reconnects (a new, unfrozen connection) and
+    // the probe rebuilds the frozen subscription.
+    eventually("b publishes again", async || {
+        b.hub
+            .broadcast_to_room("r", SocketMessage::text("again"))
+            .await
+            .unwrap();
+        let _ = b_rx.recv().await;
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), a_rx.recv()).await
+        {
+            if m.as_text() == Some("again") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let stats = b.cluster().stats();
+    assert!(
+        stats.publish_failed >= 1,
+        "the stuck pipeline counted as lost"
+    );
+    assert!(stats.publisher_connects >= 2);
+}
