@@ -289,6 +289,8 @@ pub struct ClusterStats {
 /// Dropping it (or [`abort`](Self::abort)) stops the tasks without a goodbye, as a crash
 /// would; [`shutdown`](Self::shutdown) says goodbye first, so the others forget this node at
 /// once.
+///
+/// The tasks hold a clone of the hub: the hub lives at least as long as its `RedisCluster`.
 pub struct RedisCluster {
     shared: StrArc<Shared>,
     control: mpsc::UnboundedSender<link::Outbound>,
