@@ -708,6 +708,20 @@ impl StreamHub {
             .unwrap_or(0)
     }
 
+    /// Ids of the members `room` has on this node.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn local_member_ids(&self, room: &str) -> Vec<String> {
+        self.inner
+            .rooms
+            .with(room, |cell| {
+                cell.load()
+                    .entries()
+                    .map(|e| e.socket.id.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Members `room` has on this node.
     pub fn local_room_size(&self, room: &str) -> usize {
         self.inner

@@ -73,8 +73,10 @@ impl Sequences {
 
 fn channel_of(shared: &Shared, item: &Outbound) -> String {
     match item.kind {
-        Kind::Room => shared.room_channel(&item.target),
-        Kind::Direct | Kind::User => shared.node_channel(item.node.as_deref().unwrap_or("")),
+        Kind::Room | Kind::Query => shared.room_channel(&item.target),
+        Kind::Direct | Kind::User | Kind::Reply => {
+            shared.node_channel(item.node.as_deref().unwrap_or(""))
+        }
         Kind::Probe => shared.node_channel(&shared.node),
         Kind::All => shared.all_channel(),
         Kind::Presence => shared.presence_channel(),
@@ -256,8 +258,70 @@ impl Received {
     }
 }
 
+/// A member query's payload: its id.
+pub(crate) fn query_item(room: &str, id: u64) -> Outbound {
+    Outbound {
+        kind: Kind::Query,
+        target: room.into(),
+        node: None,
+        except: None,
+        flags: envelope::FLAG_BINARY,
+        payload: bytes::Bytes::copy_from_slice(&id.to_be_bytes()),
+        probe: 0,
+    }
+}
+
+/// A reply's payload: `u64 id, u32 n, n × (u16 len, socket id)`.
+fn reply_item(to: &str, room: &str, id: u64, members: &[String]) -> Outbound {
+    let mut b = bytes::BytesMut::new();
+    b.extend_from_slice(&id.to_be_bytes());
+    let members: Vec<&String> = members
+        .iter()
+        .filter(|m| m.len() <= u16::MAX as usize)
+        .collect();
+    b.extend_from_slice(&(members.len() as u32).to_be_bytes());
+    for m in members {
+        b.extend_from_slice(&(m.len() as u16).to_be_bytes());
+        b.extend_from_slice(m.as_bytes());
+    }
+    Outbound {
+        kind: Kind::Reply,
+        target: room.into(),
+        node: Some(to.into()),
+        except: None,
+        flags: envelope::FLAG_BINARY,
+        payload: b.freeze(),
+        probe: 0,
+    }
+}
+
+fn decode_reply(payload: &[u8]) -> Result<(u64, Vec<String>), DecodeError> {
+    let mut r = envelope::Reader::new(payload);
+    let id = r.u64()?;
+    let n = r.u32()? as usize;
+    if n > payload.len() / 2 {
+        return Err(DecodeError::Malformed);
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.u16()? as usize;
+        out.push(r.str(len)?.to_string());
+    }
+    if !r.is_empty() {
+        return Err(DecodeError::Malformed);
+    }
+    Ok((id, out))
+}
+
 /// Handles one message from a subscribed channel.
-fn handle(shared: &Shared, hub: &StreamHub, received: &mut Received, channel: &str, bytes: &[u8]) {
+fn handle(
+    shared: &Shared,
+    hub: &StreamHub,
+    control: &mpsc::UnboundedSender<Outbound>,
+    received: &mut Received,
+    channel: &str,
+    bytes: &[u8],
+) {
     let bad = || Counters::bump(&shared.counters.bad_messages, 1);
     let env = match envelope::decode(bytes) {
         Ok(env) => env,
@@ -287,6 +351,33 @@ fn handle(shared: &Shared, hub: &StreamHub, received: &mut Received, channel: &s
             // Answer with a full state only (never a hello: that would echo forever).
             if hello || new {
                 shared.announce.notify_one();
+            }
+        }
+        Kind::Query | Kind::Reply => {
+            if own {
+                return;
+            }
+            if env.kind == Kind::Query && channel != shared.room_channel(env.target) {
+                return bad();
+            }
+            let missed = received.check(channel, env.origin, env.seq);
+            if missed > 0 {
+                Counters::bump(&shared.counters.gaps, missed);
+            }
+            if env.kind == Kind::Query {
+                let Ok(id) = <[u8; 8]>::try_from(env.payload) else {
+                    return bad();
+                };
+                let members = hub.local_member_ids(env.target);
+                let reply = reply_item(env.origin, env.target, u64::from_be_bytes(id), &members);
+                let _ = control.send(reply);
+            } else {
+                let Ok((id, members)) = decode_reply(env.payload) else {
+                    return bad();
+                };
+                if let Some(tx) = lock(&shared.queries).get(&id) {
+                    let _ = tx.send((env.origin.to_string(), members));
+                }
             }
         }
         Kind::Room | Kind::Direct | Kind::User | Kind::All => {
@@ -324,7 +415,12 @@ fn handle(shared: &Shared, hub: &StreamHub, received: &mut Received, channel: &s
 }
 
 /// The subscriber task.
-pub(crate) async fn subscriber(client: Client, shared: StrArc<Shared>, hub: StreamHub) {
+pub(crate) async fn subscriber(
+    client: Client,
+    shared: StrArc<Shared>,
+    hub: StreamHub,
+    control: mpsc::UnboundedSender<Outbound>,
+) {
     let mut backoff = shared.config.reconnect_min;
     let base = [
         shared.node_channel(&shared.node),
@@ -424,7 +520,7 @@ pub(crate) async fn subscriber(client: Client, shared: StrArc<Shared>, hub: Stre
                             if channel.starts_with(&room_prefix)
                                 || base.iter().any(|b| b == channel)
                             {
-                                handle(&shared, &hub, &mut received, channel, msg.get_payload_bytes());
+                                handle(&shared, &hub, &control, &mut received, channel, msg.get_payload_bytes());
                             }
                         }
                         None => {

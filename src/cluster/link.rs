@@ -2,7 +2,7 @@
 //! [`ClusterLink`] by queueing work for the background tasks and reading the presence
 //! replica. Nothing here waits on Redis.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc as StrArc;
 use std::time::Instant;
 
@@ -108,6 +108,10 @@ pub(crate) struct Shared {
     pub(crate) probe_published: AtomicU64,
     /// The last probe nonce of ours the subscriber saw come back.
     pub(crate) probe_seen: AtomicU64,
+    /// Member queries waiting for replies: request id → where replies go.
+    pub(crate) queries: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, Vec<String>)>>>,
+    /// The last member-query id handed out (only uniqueness matters).
+    pub(crate) next_query: AtomicU64,
     /// 1 once the goodbye reached Redis.
     pub(crate) goodbye_sent: AtomicU64,
     /// 1 once the node is shut down: hooks do nothing, queries see no other node.
@@ -134,6 +138,8 @@ impl Shared {
             subscriber_up: AtomicU64::new(0),
             probe_published: AtomicU64::new(0),
             probe_seen: AtomicU64::new(0),
+            queries: Mutex::new(HashMap::new()),
+            next_query: AtomicU64::new(0),
             goodbye_sent: AtomicU64::new(0),
             detached: AtomicU64::new(0),
         }

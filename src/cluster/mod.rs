@@ -284,6 +284,16 @@ pub struct ClusterStats {
     pub connected: bool,
 }
 
+/// The answer of [`RedisCluster::room_members`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomMembers {
+    /// Socket ids of the members, this node's first, in no particular order.
+    pub members: Vec<String>,
+    /// Nodes with members that did not answer within the timeout.
+    pub unanswered: Vec<String>,
+}
+
 /// A hub's membership in a Redis cluster: the background tasks and their counters.
 ///
 /// Dropping it (or [`abort`](Self::abort)) stops the tasks without a goodbye, as a crash
@@ -292,6 +302,7 @@ pub struct ClusterStats {
 ///
 /// The tasks hold a clone of the hub: the hub lives at least as long as its `RedisCluster`.
 pub struct RedisCluster {
+    hub: StreamHub,
     shared: StrArc<Shared>,
     control: mpsc::UnboundedSender<link::Outbound>,
     tasks: Vec<JoinHandle<()>>,
@@ -383,6 +394,7 @@ impl RedisCluster {
                 client,
                 StrArc::clone(&shared),
                 hub.clone(),
+                control_tx.clone(),
             )),
             runtime.spawn(backend::presence_task(
                 StrArc::clone(&shared),
@@ -391,6 +403,7 @@ impl RedisCluster {
             )),
         ];
         Ok(Self {
+            hub: hub.clone(),
             shared,
             control: control_tx,
             tasks,
@@ -463,6 +476,47 @@ impl RedisCluster {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The ids of `room`'s members on every node: this node's, and those of every node that
+    /// announced members in it, asked through the room's channel (so only those nodes see
+    /// the question) and answered on this node's channel. Waits at most `timeout` for the
+    /// answers; nodes that did not answer in time are listed in
+    /// [`RoomMembers::unanswered`].
+    ///
+    /// The hub's [`get_room_members`](crate::StreamHub::get_room_members) stays local
+    /// and never waits; this is its cluster-wide form.
+    pub async fn room_members(&self, room: &str, timeout: Duration) -> RoomMembers {
+        let mut members = self.hub.local_member_ids(room);
+        let mut waiting = self.shared.replica().nodes_of_room(room);
+        if waiting.is_empty() || self.shared.is_detached() {
+            return RoomMembers {
+                members,
+                unanswered: waiting,
+            };
+        }
+        // ORDERING: only uniqueness matters.
+        let id = self.shared.next_query.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        crate::sync::lock(&self.shared.queries).insert(id, tx);
+        let _ = self.control.send(backend::query_item(room, id));
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((node, ids))) => {
+                    if let Some(i) = waiting.iter().position(|n| *n == node) {
+                        waiting.swap_remove(i);
+                        members.extend(ids);
+                    }
+                }
+                _ => break,
+            }
+        }
+        crate::sync::lock(&self.shared.queries).remove(&id);
+        RoomMembers {
+            members,
+            unanswered: waiting,
         }
     }
 

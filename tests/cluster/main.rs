@@ -594,3 +594,39 @@ async fn a_frozen_redis_never_blocks_a_broadcast_and_the_backlog_stays_bounded()
     );
     assert!(stats.publisher_connects >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_members_cluster_wide_asks_only_the_nodes_with_members() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url(), "a").await;
+    let b = Node::start(&redis.url(), "b").await;
+    let c = Node::start(&redis.url(), "c").await;
+    let (a1, _r1) = a.member("lobby", None).await;
+    let (b1, _r2) = b.member("lobby", None).await;
+    let (b2, _r3) = b.member("lobby", None).await;
+    let (_, _r4) = c.member("other", None).await;
+    for n in [&a, &b, &c] {
+        n.synced().await;
+    }
+    eventually("a knows b's members", async || {
+        a.hub.cluster_room_size("lobby").await == 3
+    })
+    .await;
+    let answer = a.cluster().room_members("lobby", WAIT).await;
+    let mut got = answer.members.clone();
+    got.sort();
+    let mut want = vec![a1.clone(), b1, b2];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(answer.unanswered.is_empty());
+    // The local form stays local.
+    assert_eq!(a.hub.get_room_members("lobby").await, [a1]);
+    // A room nobody else has: answered locally at once.
+    assert!(
+        a.cluster()
+            .room_members("nowhere", WAIT)
+            .await
+            .members
+            .is_empty()
+    );
+}
