@@ -34,6 +34,9 @@ pub(crate) struct Outbound {
     pub(crate) probe: u64,
 }
 
+/// Where the replies to one member query go: (answering node, its members).
+pub(crate) type ReplySender = mpsc::UnboundedSender<(String, Vec<String>)>;
+
 /// The `probe` value that marks a goodbye announcement.
 pub(crate) const GOODBYE: u64 = u64::MAX;
 
@@ -109,7 +112,7 @@ pub(crate) struct Shared {
     /// The last probe nonce of ours the subscriber saw come back.
     pub(crate) probe_seen: AtomicU64,
     /// Member queries waiting for replies: request id → where replies go.
-    pub(crate) queries: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, Vec<String>)>>>,
+    pub(crate) queries: Mutex<HashMap<u64, ReplySender>>,
     /// The last member-query id handed out (only uniqueness matters).
     pub(crate) next_query: AtomicU64,
     /// 1 once the goodbye reached Redis.
