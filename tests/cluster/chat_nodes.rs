@@ -25,12 +25,20 @@ fn chat_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = profile_dir.join("examples").join("chat");
-    assert!(
-        bin.is_file(),
-        "{} missing: build it with `cargo build --features redis --example chat` \
-         (`cargo test --all-features` does)",
-        bin.display()
-    );
+    let rebuild = "build it with `cargo build --features redis --example chat` \
+                   (`cargo test --all-features` does)";
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} missing: {rebuild}", bin.display()));
+    // Running an example older than its source would test stale code.
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chat.rs");
+    if let Ok(src) = std::fs::metadata(source).and_then(|m| m.modified()) {
+        assert!(
+            built >= src,
+            "{} is older than examples/chat.rs: {rebuild}",
+            bin.display()
+        );
+    }
     bin
 }
 
