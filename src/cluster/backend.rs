@@ -88,10 +88,20 @@ fn is_data(kind: Kind) -> bool {
 }
 
 /// Counts items that could not be published: data items as failed publishes; presence and
-/// probes are re-sent after reconnecting, so they are only dropped.
+/// probes are re-sent after reconnecting, so they are only dropped. A discarded data item
+/// still takes its sequence number, so receivers see the loss as a gap too.
 fn fail(shared: &Shared, items: &[Outbound]) {
     let data = items.iter().filter(|i| is_data(i.kind)).count() as u64;
     Counters::bump(&shared.counters.publish_failed, data);
+}
+
+/// Discards items while Redis is unreachable (see [`fail`]), consuming their sequence
+/// numbers.
+fn discard(shared: &Shared, seqs: &mut Sequences, item: Outbound) {
+    if is_data(item.kind) {
+        seqs.next(&channel_of(shared, &item));
+    }
+    fail(shared, &[item]);
 }
 
 /// The publisher task.
@@ -120,11 +130,11 @@ pub(crate) async fn publisher(
                     tokio::select! {
                         _ = &mut sleep => break,
                         item = data.recv() => match item {
-                            Some(item) => fail(&shared, &[item]),
+                            Some(item) => discard(&shared, &mut seqs, item),
                             None => return,
                         },
                         item = control.recv() => match item {
-                            Some(item) => fail(&shared, &[item]),
+                            Some(item) => discard(&shared, &mut seqs, item),
                             None => return,
                         },
                     }
@@ -251,6 +261,10 @@ impl Received {
                 0
             }
         }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.last.retain(|ch, _| keep(ch));
     }
 
     fn forget_channel(&mut self, channel: &str) {
@@ -428,6 +442,9 @@ pub(crate) async fn subscriber(
         shared.all_channel(),
     ];
     let room_prefix = shared.room_channel("");
+    // Kept across reconnects: what was published while this node was not listening shows
+    // up as a gap when it listens again.
+    let mut received = Received::default();
     loop {
         Shared::set_flag(&shared.subscriber_up, false);
         // ORDERING: a statistic.
@@ -455,7 +472,6 @@ pub(crate) async fn subscriber(
         }
         backoff = shared.config.reconnect_min;
         Counters::bump(&shared.counters.subscriber_connects, 1);
-        let mut received = Received::default();
         let mut actual: HashSet<String> = HashSet::new();
         // Everything is to be (re)subscribed: start from the hub's current rooms.
         let mut full = true;
@@ -466,6 +482,7 @@ pub(crate) async fn subscriber(
             // ORDERING: read before taking the dirty set, so `applied` never claims changes
             // made after it (the dirty lock orders the set with the counter).
             let requested = shared.subs_requested.load(Ordering::Relaxed);
+            let was_full = full;
             let rooms: Vec<String> = if full {
                 lock(&shared.dirty).subscriptions.clear();
                 hub.local_rooms().into_iter().map(|(r, _)| r).collect()
@@ -505,6 +522,12 @@ pub(crate) async fn subscriber(
                     actual.remove(room);
                     received.forget_channel(channel);
                 }
+            }
+            if was_full {
+                // Rooms left while disconnected are no longer listened to.
+                received.retain(|ch| {
+                    !ch.starts_with(&room_prefix) || { actual.contains(&ch[room_prefix.len()..]) }
+                });
             }
             // ORDERING: statistics / progress markers read by `RedisCluster`.
             shared

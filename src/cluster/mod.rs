@@ -264,7 +264,9 @@ pub struct ClusterStats {
     pub backlog_full: u64,
     /// Messages received from other nodes.
     pub received: u64,
-    /// Messages from other nodes that never arrived (sequence gaps).
+    /// Messages from other nodes that never arrived (sequence gaps), including those missed
+    /// while this node's subscription was down and those the origin failed to publish (which
+    /// the origin also counts in its `publish_failed`).
     pub gaps: u64,
     /// Foreign or malformed data received on the cluster's channels (dropped).
     pub bad_messages: u64,

@@ -316,6 +316,12 @@ async fn a_redis_restart_fails_fast_then_the_cluster_heals() {
     a.synced().await;
     b.synced().await;
     eventually("a sees bob", async || a.hub.is_user_online("bob").await).await;
+    a.hub
+        .broadcast_to_room("r", SocketMessage::text("before"))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut a_rx).await, "before");
+    assert_eq!(recv_text(&mut b_rx).await, "before");
 
     redis.kill();
     eventually("a notices", async || !a.cluster().is_connected()).await;
@@ -369,6 +375,12 @@ async fn a_redis_restart_fails_fast_then_the_cluster_heals() {
     }
     assert!(a.cluster().stats().publisher_connects >= 2);
     assert!(b.cluster().stats().subscriber_connects >= 2);
+    // The ten sent while Redis was down are known to b as lost (sequence gaps).
+    assert!(
+        b.cluster().stats().gaps >= 10,
+        "gaps: {}",
+        b.cluster().stats().gaps
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
