@@ -146,6 +146,11 @@ async fn two_chat_processes_share_rooms_and_presence_and_forget_a_killed_node() 
     let mut redis = RedisServer::start();
     let a = ChatNode::start(&redis.url());
     let mut b = ChatNode::start(&redis.url());
+    // The demo auth hook refuses a user name outside its alphabet with 400.
+    match tokio_tungstenite::connect_async(format!("ws://{}/?user=a%20b", a.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 400),
+        other => panic!("expected 400, got {:?}", other.map(|_| ())),
+    }
     let mut alice = connect(a.addr, "alice").await;
     let mut bob = connect(b.addr, "bob").await;
 
