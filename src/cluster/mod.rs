@@ -55,7 +55,7 @@
 //!   [`ClusterConfig::presence_coalesce`]) and a full state every
 //!   [`ClusterConfig::heartbeat`] with a TTL ([`ClusterConfig::node_ttl`]); the others keep a
 //!   replica and forget a node whose TTL ran out (a node killed without a goodbye disappears
-//!   within `node_ttl` + one probe tick: ≤ 13 s by default) or that said goodbye
+//!   within `node_ttl` + one probe tick: ≤ 14 s by default) or that said goodbye
 //!   ([`RedisCluster::shutdown`]). The replica lives in each node's memory (not in Redis
 //!   keys): queries never touch the network, and a node that (re)connects sends a *hello*
 //!   that makes every other node send its full state at once.
