@@ -435,6 +435,8 @@ impl StreamHub {
     }
 
     /// Socket ids in a room, in no particular order; empty if the room does not exist.
+    /// **Local**: this node's members only; with a cluster, `RedisCluster::room_members`
+    /// asks the other nodes and [`cluster_room_size`](Self::cluster_room_size) counts them.
     pub async fn get_room_members(&self, room: &str) -> Vec<String> {
         self.inner
             .rooms
@@ -472,7 +474,8 @@ impl StreamHub {
             .unwrap_or(false)
     }
 
-    /// Names of all rooms with at least one member.
+    /// Names of all rooms with at least one member. **Local**: rooms with members on this
+    /// node; [`cluster_list_rooms`](Self::cluster_list_rooms) is the cluster-wide form.
     pub async fn list_rooms(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.inner.rooms.for_each(|name, cell| {
@@ -483,7 +486,7 @@ impl StreamHub {
         out
     }
 
-    /// A snapshot of a room, or `None` if it does not exist.
+    /// A snapshot of a room, or `None` if it does not exist. **Local**: this node's members.
     pub async fn get_room(&self, room: &str) -> Option<Room> {
         let cell = self.inner.rooms.get(room)?;
         let members = cell.load_full();
