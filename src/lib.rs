@@ -28,30 +28,40 @@
 //! ```
 #![warn(missing_docs)]
 
+mod disconnect;
 mod error;
 mod handler;
 mod hub;
 mod index;
 mod message;
+#[cfg(feature = "metrics")]
+pub mod metrics_export;
 mod presence;
+mod presence_events;
 mod queue;
 mod room;
 mod socket;
 mod sync;
+mod totals;
 
 #[cfg(all(feature = "server", not(nucleus_loom)))]
 pub mod server;
 
+pub use disconnect::{Disconnect, DisconnectReason, Unregistered};
 pub use error::StreamError;
 pub use handler::StreamHandler;
 pub use hub::{BroadcastReport, HubConfig, HubStats, StreamHub};
 pub use message::{SocketMessage, Utf8Bytes};
+pub use presence_events::{
+    PresenceDiff, PresenceEvent, PresenceKey, PresenceRecvError, PresenceSubscription, RoomDiff,
+};
 pub use queue::{
     CloseReason, MAX_BYTES_LIMIT, MAX_MESSAGES_LIMIT, OverflowPolicy, QueueConfig, Receiver,
     Sender, TryRecvError, TrySendError, channel,
 };
 pub use room::Room;
 pub use socket::WebSocket;
+pub use totals::{HubTotals, SocketStats};
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;

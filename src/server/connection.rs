@@ -28,9 +28,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tracing::{debug, warn};
 
 use crate::server::auth::{Admission, UpgradeRequest};
+use crate::server::rate_limit::{InboundGate, Verdict};
 use crate::server::{ServerConfig, ServerShared};
 use crate::sync::{AtomicU64, Ordering};
-use crate::{CloseReason, SocketMessage, StreamError, StreamHub, Utf8Bytes, WebSocket, channel};
+use crate::{
+    CloseReason, DisconnectReason, SocketMessage, StreamError, StreamHub, Utf8Bytes, WebSocket,
+    channel,
+};
 
 /// Close code sent to a slow consumer (policy violation).
 pub(crate) const SLOW_CONSUMER_CODE: u16 = 1008;
@@ -70,6 +74,26 @@ enum End {
     Shutdown(Instant),
     /// Writing to the client failed.
     WriteFailed(WsError),
+    /// The client kept sending over the inbound rate limit; close with 1008.
+    RateLimited,
+}
+
+impl End {
+    /// The public reason of this end.
+    fn reason(&self) -> DisconnectReason {
+        match self {
+            End::PeerClosed(code) => DisconnectReason::ClientClosed { code: *code },
+            End::PeerGone(_) | End::WriteFailed(_) => DisconnectReason::ConnectionLost,
+            End::Fault(code, _) => DisconnectReason::ProtocolError { code: *code },
+            End::SlowConsumer | End::QueueClosed(CloseReason::SlowConsumer) => {
+                DisconnectReason::SlowConsumer
+            }
+            End::QueueClosed(_) => DisconnectReason::Unregistered,
+            End::Idle => DisconnectReason::IdleTimeout,
+            End::Shutdown(_) => DisconnectReason::ServerShutdown,
+            End::RateLimited => DisconnectReason::RateLimited,
+        }
+    }
 }
 
 impl std::fmt::Display for End {
@@ -85,6 +109,7 @@ impl std::fmt::Display for End {
             End::Idle => write!(f, "idle timeout"),
             End::Shutdown(_) => write!(f, "server shutdown"),
             End::WriteFailed(e) => write!(f, "write failed: {e}"),
+            End::RateLimited => write!(f, "over the inbound rate limit, close 1008"),
         }
     }
 }
@@ -171,7 +196,8 @@ async fn handshake(
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
         let origin = request.headers().get(header::ORIGIN).map(|v| v.as_bytes());
-        if !config.origin_allowed(origin) {
+        let host = request.headers().get(header::HOST).map(|v| v.as_bytes());
+        if !config.origin_allowed(origin, host) {
             refusal = Some(StatusCode::FORBIDDEN);
             return Err(error_response(
                 StatusCode::FORBIDDEN,
@@ -257,7 +283,7 @@ async fn open(
     let (end, ws) = run(shared, ws, &socket, &mut rx, &mut shutdown).await;
     match &end {
         // Faults: the client broke a rule or stopped responding.
-        End::Fault(..) | End::SlowConsumer | End::Idle => {
+        End::Fault(..) | End::SlowConsumer | End::Idle | End::RateLimited => {
             warn!(id = %socket.id, reason = %end, "connection closed")
         }
         // Ordinary ends, including clients that vanish mid-write.
@@ -269,9 +295,8 @@ async fn open(
     }
 
     // --- Close: unregister first so nothing new is queued, then finish the handshake. ---
-    hub.unregister(&socket.id).await;
+    let disconnect = hub.end_connection(&socket, end.reason()).await;
     registration.armed = false;
-    let id = StrArc::clone(&socket.id);
     drop(socket);
     // The closing steps are boxed for the same reason as the handshake.
     let closing = match ws {
@@ -279,7 +304,7 @@ async fn open(
         None => None,
     };
     drop(rx);
-    shared.handler.on_disconnect(hub, &id).await;
+    shared.handler.on_disconnect_with(hub, &disconnect).await;
     if let Some((ws, deadline)) = closing {
         Box::pin(linger(ws, deadline)).await;
     }
@@ -307,6 +332,7 @@ async fn run(
     let mut timer = std::pin::pin!(timer);
     let mut batch: Vec<SocketMessage> = Vec::new();
     let mut flushing = false;
+    let mut inbound = InboundGate::new(config.inbound_rate.as_ref());
 
     loop {
         let event = poll_fn(|cx| {
@@ -347,6 +373,11 @@ async fn run(
                     // control frame counts as activity.
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 };
+                match inbound.check(hub, socket, msg.len()) {
+                    Verdict::Admit => {}
+                    Verdict::Refuse => continue,
+                    Verdict::Close => return (End::RateLimited, Some(ws)),
+                }
                 shared.handler.on_message(hub, socket, msg).await;
             }
             Event::Tick => {
@@ -512,6 +543,7 @@ async fn send_close(
             },
         )),
         End::SlowConsumer => Some(close_frame(SLOW_CONSUMER_CODE, "slow consumer")),
+        End::RateLimited => Some(close_frame(1008, "rate limit exceeded")),
         End::QueueClosed(_) => Some(close_frame(1000, "")),
         End::Idle => Some(close_frame(1001, "idle timeout")),
         End::Shutdown(at) => {
