@@ -189,7 +189,7 @@ struct HubInner {
     sockets: ShardedIndex<Arc<SocketEntry>>,
     rooms: ShardedIndex<Arc<RoomCell>>,
     presence: Presence,
-    events: Arc<PresenceEvents>,
+    events: PresenceEvents,
     counters: Counters,
     /// Registered sockets. Changed only inside the sockets-shard critical section that
     /// inserts or removes the socket, so it never underflows.
@@ -227,7 +227,7 @@ impl StreamHub {
                 sockets: ShardedIndex::new(shards),
                 rooms: ShardedIndex::new(shards),
                 presence: Presence::new(shards),
-                events: Arc::new(PresenceEvents::new(presence_buffer)),
+                events: PresenceEvents::new(presence_buffer),
                 counters: Counters::new(),
                 connections: AtomicUsize::new(0),
             }),

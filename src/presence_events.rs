@@ -142,7 +142,9 @@ pub enum PresenceRecvError {
 /// [module docs](self) for lag and coalescing. Dropping it unsubscribes.
 pub struct PresenceSubscription {
     rx: broadcast::Receiver<PresenceEvent>,
-    events: Arc<PresenceEvents>,
+    /// The source's subscriber count (not the source itself: the channel must close when
+    /// the hub is dropped).
+    subscribers: Arc<AtomicUsize>,
 }
 
 impl PresenceSubscription {
@@ -223,7 +225,7 @@ impl PresenceSubscription {
 impl Drop for PresenceSubscription {
     fn drop(&mut self) {
         // ORDERING: the gate is advisory (see `PresenceEvents::active`).
-        self.events.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -374,7 +376,7 @@ pub(crate) struct PresenceEvents {
     /// Live subscriptions. Advisory: emitters skip all work while it and `relayed` are zero,
     /// so an event racing the first subscribe may be missed (a subscription sees the events
     /// of transitions that begin after `subscribe` returned).
-    subscribers: AtomicUsize,
+    subscribers: Arc<AtomicUsize>,
     /// 1 once a relay is installed (never reset). Same discipline.
     relayed: AtomicUsize,
     state: Mutex<EventsState>,
@@ -390,7 +392,7 @@ struct EventsState {
 impl PresenceEvents {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            subscribers: AtomicUsize::new(0),
+            subscribers: Arc::new(AtomicUsize::new(0)),
             relayed: AtomicUsize::new(0),
             state: Mutex::new(EventsState {
                 tx: None,
@@ -406,7 +408,7 @@ impl PresenceEvents {
         self.subscribers.load(Ordering::Relaxed) > 0 || self.relayed.load(Ordering::Relaxed) > 0
     }
 
-    pub(crate) fn subscribe(self: &Arc<Self>) -> PresenceSubscription {
+    pub(crate) fn subscribe(&self) -> PresenceSubscription {
         let mut state = lock(&self.state);
         let rx = match &state.tx {
             Some(tx) => tx.subscribe(),
@@ -420,7 +422,7 @@ impl PresenceEvents {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         PresenceSubscription {
             rx,
-            events: Arc::clone(self),
+            subscribers: Arc::clone(&self.subscribers),
         }
     }
 
@@ -490,7 +492,7 @@ mod tests {
 
     #[test]
     fn leave_then_join_cancels_and_lag_is_counted() {
-        let events = Arc::new(PresenceEvents::new(2));
+        let events = PresenceEvents::new(2);
         let mut sub = events.subscribe();
         for user in ["a", "b", "c"] {
             events.local(|| joined("r", user));
