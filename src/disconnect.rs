@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc as StrArc;
 
-use crate::WebSocket;
+use crate::socket::WebSocket;
 
 /// Why a connection ended.
 ///

@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod disconnect;
+mod entry;
 mod error;
 mod handler;
 mod hub;
@@ -39,6 +40,7 @@ pub mod metrics_export;
 mod presence;
 mod presence_events;
 mod queue;
+mod report;
 mod room;
 mod socket;
 mod sync;
@@ -50,7 +52,7 @@ pub mod server;
 pub use disconnect::{Disconnect, DisconnectReason, Unregistered};
 pub use error::StreamError;
 pub use handler::StreamHandler;
-pub use hub::{BroadcastReport, HubConfig, HubStats, StreamHub};
+pub use hub::{HubConfig, HubStats, StreamHub};
 pub use message::{SocketMessage, Utf8Bytes};
 pub use presence_events::{
     PresenceDiff, PresenceEvent, PresenceKey, PresenceRecvError, PresenceSubscription, RoomDiff,
@@ -59,6 +61,7 @@ pub use queue::{
     CloseReason, MAX_BYTES_LIMIT, MAX_MESSAGES_LIMIT, OverflowPolicy, QueueConfig, Receiver,
     Sender, TryRecvError, TrySendError, channel,
 };
+pub use report::BroadcastReport;
 pub use room::Room;
 pub use socket::WebSocket;
 pub use totals::{HubTotals, SocketStats};

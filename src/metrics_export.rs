@@ -25,7 +25,8 @@
 
 use ::metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 
-use crate::{DisconnectReason, StreamHub};
+use crate::disconnect::DisconnectReason;
+use crate::hub::StreamHub;
 
 impl StreamHub {
     /// Publishes the hub's current figures (see the [table](crate::metrics_export)) to the

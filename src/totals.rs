@@ -1,9 +1,7 @@
 //! Running totals of a hub: traffic in and out, drops, and closes by reason.
 
-use crossbeam_utils::CachePadded;
-
-use crate::DisconnectReason;
-use crate::hub::BroadcastReport;
+use crate::disconnect::DisconnectReason;
+use crate::report::BroadcastReport;
 use crate::sync::{AtomicU64, Ordering};
 
 /// Running totals of a hub since it was made (see [`StreamHub::totals`](crate::StreamHub::totals)).
@@ -43,19 +41,22 @@ impl HubTotals {
 /// The hub's counters. Each is a monotonic statistic: written with relaxed read-modify-writes
 /// (exact, never lost) and read one by one (a snapshot is not atomic across counters).
 pub(crate) struct Counters {
-    /// Written by the message paths; padded so they do not share a line with the inbound ones.
-    outbound: CachePadded<Outbound>,
-    inbound: CachePadded<Inbound>,
+    /// Written by the message paths; aligned to 128 bytes so they do not share a cache line
+    /// (or an adjacent-line prefetch pair) with the inbound ones.
+    outbound: Outbound,
+    inbound: Inbound,
     /// Ended connections per `DisconnectReason::index`.
     disconnects: [AtomicU64; 8],
 }
 
+#[repr(align(128))]
 struct Outbound {
     messages: AtomicU64,
     bytes: AtomicU64,
     dropped: AtomicU64,
 }
 
+#[repr(align(128))]
 struct Inbound {
     messages: AtomicU64,
     bytes: AtomicU64,
@@ -66,16 +67,16 @@ impl Counters {
     pub(crate) fn new() -> Self {
         let zero = || AtomicU64::new(0);
         Self {
-            outbound: CachePadded::new(Outbound {
+            outbound: Outbound {
                 messages: zero(),
                 bytes: zero(),
                 dropped: zero(),
-            }),
-            inbound: CachePadded::new(Inbound {
+            },
+            inbound: Inbound {
                 messages: zero(),
                 bytes: zero(),
                 rate_limited: zero(),
-            }),
+            },
             disconnects: std::array::from_fn(|_| zero()),
         }
     }
@@ -151,7 +152,7 @@ pub struct SocketStats {
 }
 
 impl SocketStats {
-    pub(crate) fn of(socket: &crate::WebSocket) -> Self {
+    pub(crate) fn of(socket: &crate::socket::WebSocket) -> Self {
         let sender = socket.sender();
         Self {
             id: std::sync::Arc::clone(&socket.id),

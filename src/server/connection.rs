@@ -9,7 +9,7 @@
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc as StrArc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -27,14 +27,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tracing::{debug, warn};
 
+use crate::disconnect::DisconnectReason;
+use crate::error::StreamError;
+use crate::hub::StreamHub;
+use crate::message::{SocketMessage, Utf8Bytes};
+use crate::queue::{CloseReason, channel};
 use crate::server::auth::{Admission, UpgradeRequest};
 use crate::server::rate_limit::{InboundGate, Verdict};
 use crate::server::{ServerConfig, ServerShared};
+use crate::socket::WebSocket;
 use crate::sync::{AtomicU64, Ordering};
-use crate::{
-    CloseReason, DisconnectReason, SocketMessage, StreamError, StreamHub, Utf8Bytes, WebSocket,
-    channel,
-};
 
 /// Close code sent to a slow consumer (policy violation).
 pub(crate) const SLOW_CONSUMER_CODE: u16 = 1008;
@@ -43,10 +45,10 @@ pub(crate) const SLOW_CONSUMER_CODE: u16 = 1008;
 /// Invariant: only ever incremented, so no two connections get the same number.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-fn next_socket_id() -> StrArc<str> {
+fn next_socket_id() -> Arc<str> {
     // ORDERING: uniqueness needs only the atomicity of the increment.
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    StrArc::from(format!("c{n:x}"))
+    Arc::from(format!("c{n:x}"))
 }
 
 /// An upgraded connection. Boxed so that moving it between the phases of a connection moves
@@ -124,7 +126,7 @@ enum Event {
 /// shutdown deadline, or the handler panicked): no hub entry outlives its connection.
 struct Registration {
     hub: StreamHub,
-    id: StrArc<str>,
+    id: Arc<str>,
     armed: bool,
 }
 
@@ -140,7 +142,7 @@ impl Drop for Registration {
 }
 
 /// Answers an over-limit connection with HTTP 503 (within the handshake timeout).
-pub(crate) async fn refuse(shared: StrArc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn refuse(shared: Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
     // The callback's signature is tungstenite's `Callback`.
     #[allow(clippy::result_large_err)]
     let refuse = |_: &Request, _: Response| -> Result<Response, ErrorResponse> {
@@ -163,7 +165,7 @@ fn error_response(status: StatusCode, body: Option<String>) -> ErrorResponse {
 
 /// Runs one accepted connection to its end.
 pub(crate) async fn serve(
-    shared: StrArc<ServerShared>,
+    shared: Arc<ServerShared>,
     stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: ShutdownRx,
@@ -273,7 +275,7 @@ async fn open(
     drop(admission);
     let mut registration = Registration {
         hub: hub.clone(),
-        id: StrArc::clone(&socket.id),
+        id: Arc::clone(&socket.id),
         armed: true,
     };
     debug!(%peer, id = %socket.id, user = socket.user_id(), "connection opened");

@@ -65,7 +65,7 @@ mod rate_limit;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc as StrArc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -75,11 +75,13 @@ use tokio::time::{Instant, sleep, timeout_at};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{debug, info, warn};
 
+use crate::handler::StreamHandler;
+use crate::hub::StreamHub;
 use crate::sync::{AtomicUsize, Ordering};
-use crate::{StreamHandler, StreamHub};
 
 pub use auth::{Admission, Rejection, UpgradeRequest};
 pub use config::ServerConfig;
+pub use origin::OriginPolicy;
 pub use rate_limit::RateLimit;
 
 /// Over-limit connections answered with 503 at the same time; beyond this they are dropped
@@ -97,7 +99,7 @@ const ABORT_GRACE: Duration = Duration::from_millis(500);
 /// See the [module documentation](self).
 pub struct Server {
     hub: StreamHub,
-    handler: StrArc<dyn StreamHandler>,
+    handler: Arc<dyn StreamHandler>,
     config: ServerConfig,
 }
 
@@ -105,11 +107,11 @@ impl Server {
     /// A server for `hub` whose connections call `handler`, with the default
     /// [`ServerConfig`].
     pub fn new<H: StreamHandler>(hub: StreamHub, handler: H) -> Self {
-        Self::with_shared_handler(hub, StrArc::new(handler))
+        Self::with_shared_handler(hub, Arc::new(handler))
     }
 
     /// Like [`new`](Self::new), with a handler you keep a reference to.
-    pub fn with_shared_handler(hub: StreamHub, handler: StrArc<dyn StreamHandler>) -> Self {
+    pub fn with_shared_handler(hub: StreamHub, handler: Arc<dyn StreamHandler>) -> Self {
         Self {
             hub,
             handler,
@@ -159,7 +161,7 @@ impl Server {
             .max_frame_size(Some(config.max_frame_size));
         let (shutdown, shutdown_rx) = watch::channel(None);
         let (done_tx, done) = watch::channel(false);
-        let shared = StrArc::new(ServerShared {
+        let shared = Arc::new(ServerShared {
             hub: self.hub,
             handler: self.handler,
             config,
@@ -170,7 +172,7 @@ impl Server {
         });
         tokio::spawn(accept_loop(
             listener,
-            StrArc::clone(&shared),
+            Arc::clone(&shared),
             shutdown_rx,
             done_tx,
         ));
@@ -198,7 +200,7 @@ impl std::fmt::Debug for Server {
 #[derive(Clone)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
-    shared: StrArc<ServerShared>,
+    shared: Arc<ServerShared>,
     done: watch::Receiver<bool>,
 }
 
@@ -301,7 +303,7 @@ impl std::fmt::Debug for ServerHandle {
 /// What every connection task of one server shares.
 pub(crate) struct ServerShared {
     pub(crate) hub: StreamHub,
-    pub(crate) handler: StrArc<dyn StreamHandler>,
+    pub(crate) handler: Arc<dyn StreamHandler>,
     pub(crate) config: ServerConfig,
     pub(crate) ws_config: WebSocketConfig,
     /// `Some(deadline)` once shutdown has begun.
@@ -315,7 +317,7 @@ pub(crate) struct ServerShared {
 
 /// Decrements a counter when a task ends, however it ends.
 struct CountGuard {
-    shared: StrArc<ServerShared>,
+    shared: Arc<ServerShared>,
     refusal: bool,
 }
 
@@ -333,7 +335,7 @@ impl Drop for CountGuard {
 
 async fn accept_loop(
     listener: TcpListener,
-    shared: StrArc<ServerShared>,
+    shared: Arc<ServerShared>,
     mut shutdown: watch::Receiver<Option<Instant>>,
     done: watch::Sender<bool>,
 ) {
@@ -395,12 +397,7 @@ fn log_task_end(result: Result<(), tokio::task::JoinError>) {
     }
 }
 
-fn admit(
-    shared: &StrArc<ServerShared>,
-    tasks: &mut JoinSet<()>,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
+fn admit(shared: &Arc<ServerShared>, tasks: &mut JoinSet<()>, stream: TcpStream, peer: SocketAddr) {
     // ORDERING: the counter itself is the only shared state; exactness comes from the RMW.
     let active = shared.active.fetch_add(1, Ordering::Relaxed);
     if active >= shared.config.max_connections {
@@ -409,7 +406,7 @@ fn admit(
         // ORDERING: as above.
         let refusing = shared.refusing.fetch_add(1, Ordering::Relaxed);
         let guard = CountGuard {
-            shared: StrArc::clone(shared),
+            shared: Arc::clone(shared),
             refusal: true,
         };
         if refusing >= MAX_REFUSALS_IN_FLIGHT {
@@ -417,7 +414,7 @@ fn admit(
             drop(stream);
             return;
         }
-        let shared = StrArc::clone(shared);
+        let shared = Arc::clone(shared);
         tasks.spawn(async move {
             let _guard = guard;
             connection::refuse(shared, stream, peer).await;
@@ -425,11 +422,11 @@ fn admit(
         return;
     }
     let guard = CountGuard {
-        shared: StrArc::clone(shared),
+        shared: Arc::clone(shared),
         refusal: false,
     };
     let shutdown = shared.shutdown.subscribe();
-    let shared = StrArc::clone(shared);
+    let shared = Arc::clone(shared);
     tasks.spawn(async move {
         let _guard = guard;
         connection::serve(shared, stream, peer, shutdown).await;

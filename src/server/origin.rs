@@ -9,9 +9,11 @@
 
 use std::sync::Arc;
 
-/// The Origin rule of a [`ServerConfig`](crate::server::ServerConfig).
+/// The Origin rule of a [`ServerConfig`](crate::server::ServerConfig)
+/// ([`origin_policy`](crate::server::ServerConfig::origin_policy)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) enum OriginPolicy {
+#[non_exhaustive]
+pub enum OriginPolicy {
     /// The default: an Origin must name the Host the request was sent to.
     #[default]
     SameOrigin,

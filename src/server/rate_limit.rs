@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::{SocketMessage, StreamHub, Utf8Bytes, WebSocket};
+use crate::hub::StreamHub;
+use crate::message::{SocketMessage, Utf8Bytes};
+use crate::socket::WebSocket;
 
 /// Refusals further apart than this start a new count.
 const REFUSAL_MEMORY: Duration = Duration::from_secs(1);

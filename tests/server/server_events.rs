@@ -2,19 +2,15 @@
 //! and the secure defaults — same-origin, the inbound rate limit — each attack sent for real
 //! over loopback, with a bystander that must not notice.
 
-#![cfg(feature = "server")]
-
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::wire::*;
 use futures_util::SinkExt;
 use nucleus_stream::server::{RateLimit, Server, ServerConfig, ServerHandle};
 use nucleus_stream::{
     Disconnect, DisconnectReason, SocketMessage, StreamHandler, StreamHub, WebSocket, async_trait,
 };
-use support::wire::*;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

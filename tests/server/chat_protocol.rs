@@ -2,23 +2,19 @@
 //! (sender included), batched presence diffs, and an error frame — to the offender only, with
 //! the connection left open — for every kind of bad input.
 
-#![cfg(feature = "server")]
-
-mod support;
-
 #[allow(dead_code)]
-#[path = "../examples/chat.rs"]
+#[path = "../../examples/chat.rs"]
 mod chat;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::wire::*;
 use futures_util::SinkExt;
 use nucleus_stream::StreamHub;
 use nucleus_stream::server::ServerHandle;
 use serde_json::{Value, json};
-use support::wire::*;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The chat server with a short presence window (tests wait for diffs).

@@ -1,15 +1,13 @@
 //! Presence events per user (not per connection), their order under concurrency, lag, and
 //! diffs; plus the introspection calls: `broadcast_to_rooms`, queue stats, totals.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::support::{block_on, drain_texts, socket, user_socket};
 use nucleus_stream::{
     HubConfig, OverflowPolicy, PresenceDiff, PresenceEvent, PresenceKey, PresenceRecvError,
     QueueConfig, SocketMessage, StreamError, StreamHub, WebSocket, channel,
 };
-use support::{block_on, drain_texts, socket, user_socket};
 
 fn user(u: &str) -> PresenceKey {
     PresenceKey::User(u.into())
