@@ -760,7 +760,7 @@ impl StreamHub {
             }
         });
         let mut ids: Vec<_> = heap.into_iter().map(|r| r.0).collect();
-        ids.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        ids.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
         ids.into_iter()
             .filter_map(|(_, id)| self.inner.sockets.with(&id, |e| SocketStats::of(&e.socket)))
             .collect()

@@ -42,7 +42,7 @@ use std::sync::Arc as StrArc;
 
 use tokio::sync::broadcast;
 
-use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{Mutex, Ordering, StatUsize, lock};
 
 /// Who is present: a user (all its devices count as one), or an anonymous socket (which is its
 /// own one-device presence).
@@ -144,7 +144,7 @@ pub struct PresenceSubscription {
     rx: broadcast::Receiver<PresenceEvent>,
     /// The source's subscriber count (not the source itself: the channel must close when
     /// the hub is dropped).
-    subscribers: Arc<AtomicUsize>,
+    subscribers: StrArc<StatUsize>,
 }
 
 impl PresenceSubscription {
@@ -354,7 +354,7 @@ impl PresenceDiff {
 }
 
 /// Records that `key` is now `present`, cancelling with an earlier opposite transition.
-fn fold<K: Ord + Clone + ?Sized>(map: &mut BTreeMap<K, (bool, bool)>, key: &K, present: bool) {
+fn fold<K: Ord + Clone>(map: &mut BTreeMap<K, (bool, bool)>, key: &K, present: bool) {
     match map.get_mut(key) {
         Some(state) => {
             state.1 = present;
@@ -376,9 +376,9 @@ pub(crate) struct PresenceEvents {
     /// Live subscriptions. Advisory: emitters skip all work while it and `relayed` are zero,
     /// so an event racing the first subscribe may be missed (a subscription sees the events
     /// of transitions that begin after `subscribe` returned).
-    subscribers: Arc<AtomicUsize>,
+    subscribers: StrArc<StatUsize>,
     /// 1 once a relay is installed (never reset). Same discipline.
-    relayed: AtomicUsize,
+    relayed: StatUsize,
     state: Mutex<EventsState>,
     capacity: usize,
 }
@@ -392,8 +392,8 @@ struct EventsState {
 impl PresenceEvents {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            subscribers: Arc::new(AtomicUsize::new(0)),
-            relayed: AtomicUsize::new(0),
+            subscribers: StrArc::new(StatUsize::new(0)),
+            relayed: StatUsize::new(0),
             state: Mutex::new(EventsState {
                 tx: None,
                 relay: None,
@@ -422,7 +422,7 @@ impl PresenceEvents {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         PresenceSubscription {
             rx,
-            subscribers: Arc::clone(&self.subscribers),
+            subscribers: StrArc::clone(&self.subscribers),
         }
     }
 
@@ -471,11 +471,11 @@ mod tests {
 
     #[test]
     fn a_relay_gets_local_transitions_and_only_what_it_publishes_reaches_subscribers() {
-        let events = Arc::new(PresenceEvents::new(16));
+        let events = StrArc::new(PresenceEvents::new(16));
         let mut sub = events.subscribe();
         let seen = StrArc::new(std::sync::Mutex::new(Vec::new()));
         let relay_seen = StrArc::clone(&seen);
-        let relay_events = Arc::clone(&events);
+        let relay_events = StrArc::clone(&events);
         events.set_relay(StrArc::new(move |event: PresenceEvent| {
             relay_seen.lock().unwrap().push(event.clone());
             // A cluster view: only room "shared" is a cluster-wide transition.

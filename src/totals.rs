@@ -2,7 +2,7 @@
 
 use crate::disconnect::DisconnectReason;
 use crate::report::BroadcastReport;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{Ordering, StatU64 as AtomicU64};
 
 /// Running totals of a hub since it was made (see [`StreamHub::totals`](crate::StreamHub::totals)).
 ///

@@ -2,9 +2,7 @@
 //! scrape reads Prometheus text, and every figure is checked against what the clients saw.
 //! (The recorder is process-wide: this is the only test in the binary that installs one.)
 
-#[allow(dead_code)]
-#[path = "../../examples/chat.rs"]
-mod chat;
+use crate::chat;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

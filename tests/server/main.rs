@@ -5,6 +5,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// The chat example, shared by its protocol and metrics tests.
+#[allow(dead_code)]
+#[path = "../../examples/chat.rs"]
+mod chat;
+
 mod chat_metrics;
 mod chat_protocol;
 mod echo_example;

@@ -15,10 +15,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+/// One recorded disconnect: socket id, rooms (sorted), reason, its "who" metadata.
+type Gone = (String, Vec<String>, DisconnectReason, Option<String>);
+
 /// Joins every socket to "lobby" and "side", echoes to the lobby, records every disconnect.
 #[derive(Default)]
 struct Keeper {
-    gone: Mutex<Vec<(String, Vec<String>, DisconnectReason, Option<String>)>>,
+    gone: Mutex<Vec<Gone>>,
 }
 
 #[async_trait]
