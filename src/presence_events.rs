@@ -138,8 +138,21 @@ pub enum PresenceRecvError {
 
 /// A bounded stream of [`PresenceEvent`]s from one hub.
 ///
-/// Made by [`StreamHub::subscribe_presence`](crate::StreamHub::subscribe_presence); see the
-/// [module docs](self) for lag and coalescing. Dropping it unsubscribes.
+/// Made by [`StreamHub::subscribe_presence`](crate::StreamHub::subscribe_presence). Events are
+/// per user: online on a user's first socket, offline on its last, joined when its first
+/// socket enters a room, left when its last leaves (an anonymous socket is its own presence,
+/// [`PresenceKey::Socket`]). The events of one user in one room arrive in the order they
+/// happened. The buffer is bounded
+/// ([`HubConfig::presence_buffer`](crate::HubConfig::presence_buffer)) and never blocks the
+/// hub: a subscriber that falls behind loses the oldest events and is told how many
+/// ([`PresenceRecvError::Lagged`], [`PresenceDiff::missed`]); it should then rebuild its view
+/// from [`StreamHub::room_presence`](crate::StreamHub::room_presence) and
+/// [`online_users`](crate::StreamHub::online_users).
+///
+/// Coalescing is the consumer's: the core has no timers. [`drain_into`](Self::drain_into)
+/// folds what is buffered into a [`PresenceDiff`] without waiting (call it on your own
+/// schedule); [`recv_diff`](Self::recv_diff) (feature `server`) waits for an event and then
+/// collects for a window. Dropping the subscription unsubscribes.
 pub struct PresenceSubscription {
     rx: broadcast::Receiver<PresenceEvent>,
     /// The source's subscriber count (not the source itself: the channel must close when
@@ -368,7 +381,7 @@ fn fold<K: Ord + Clone>(map: &mut BTreeMap<K, (bool, bool)>, key: &K, present: b
     }
 }
 
-/// A cluster layer's hook: receives each local transition (see the [module docs](self)).
+/// A cluster layer's hook: receives each local transition (see the module docs).
 pub(crate) type Relay = StrArc<dyn Fn(PresenceEvent) + Send + Sync>;
 
 /// The hub's event source: where every transition goes.
