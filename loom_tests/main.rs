@@ -28,7 +28,7 @@
 //! | model | file |
 //! | --- | --- |
 //! | (a) `join_room` vs `unregister`; (b) emptying leave vs join; (c) two creating joins; (d) broadcast vs join and leave; (i) broadcast vs a leave that moves a member across chunks | `rooms.rs` |
-//! | (e) presence of one user's devices | `presence.rs` |
+//! | (e) presence of one user's devices; (j) one user's room presence events vs the final presence | `presence.rs` |
 //! | (f) `send_to` / `send_to_user` vs register and unregister | `direct.rs` |
 //! | (g) the outbound queue: producers, a parking consumer, each overflow policy at its bound | `queue.rs` |
 //! | (h) reclamation: no leaked `Arc`, snapshots outliving membership and the hub | `leaks.rs` (and every model) |
