@@ -239,7 +239,8 @@ impl StreamHandler for ChatHandler {
 }
 
 /// Runs the presence broadcaster. It sleeps until a presence event (or a join waiting for
-/// its state) arrives, lets one `window` pass, and then takes everything that came: each room
+/// its state) arrives, lets one `window` pass (more while the server is behind on writes:
+/// see [`wait_for_writes`]), and then takes everything that came: each room
 /// with a net change gets one `presence_diff`, and each joiner of the window one
 /// `presence_state` of its room. Its view of each room is built from the events alone, so a
 /// state and the diffs after it never overlap or leave a gap. If events were lost (the
@@ -265,6 +266,7 @@ pub fn spawn_presence(hub: &StreamHub, window: Duration) -> (Arc<PresenceFeed>, 
                 _ = feed.wake.notified() => {}
             }
             tokio::time::sleep(window).await;
+            wait_for_writes(&hub, window).await;
             let open = events.drain_into(&mut diff).is_some();
             let joiners = feed.take();
             if lagged || diff.missed() > 0 {
@@ -280,6 +282,23 @@ pub fn spawn_presence(hub: &StreamHub, window: Duration) -> (Arc<PresenceFeed>, 
         }
     });
     (feed, task)
+}
+
+/// A member's queue holding more than this means the server is behind on writes.
+const BACKLOG: usize = 16 * 1024;
+
+/// While some member still has more than [`BACKLOG`] bytes queued (the previous diffs and
+/// states are not written yet), waits — a window at a time, at most ten — so that the next
+/// diff grows instead of adding a frame the member cannot take yet. In a join storm larger
+/// than the server can write in real time this is what bounds the frames per member: the
+/// windows stretch to the server's write speed.
+async fn wait_for_writes(hub: &StreamHub, window: Duration) {
+    for _ in 0..10 {
+        match hub.deepest_queues(1).await.first() {
+            Some(deepest) if deepest.queued_bytes > BACKLOG => tokio::time::sleep(window).await,
+            _ => return,
+        }
+    }
 }
 
 /// Sends each room's diff to its members and applies it to `view`.
