@@ -399,15 +399,20 @@ impl RoomCell {
             },
             None => true,
         };
+        let now_empty = last == 0;
+        if now_empty {
+            w.dead = true;
+        }
+        // PLANTED BUG (loom builds with `--cfg nucleus_loom_planted_presence_bug` only): the
+        // `Left` is emitted after the writer lock is released, so a racing join's `Joined`
+        // can overtake it. Loom model (j) must catch this.
+        #[cfg(nucleus_loom_planted_presence_bug)]
+        drop(guard);
         if last_device {
             events.local(|| PresenceEvent::Left {
                 room: StrArc::clone(&self.name),
                 member: presence_key(&entry.socket),
             });
-        }
-        let now_empty = last == 0;
-        if now_empty {
-            w.dead = true;
         }
         LeaveOutcome::Left { now_empty }
     }
