@@ -1,9 +1,15 @@
-//! The guide's chat room, done right: rooms, announcements, and an error frame — never a
-//! panic — for anything malformed.
+//! The guide's chat room, done right: rooms, batched presence, an error frame — never a
+//! panic — for anything malformed, and Prometheus metrics on request.
 //!
 //! ```text
-//! cargo run --release --example chat [ADDR]          # default 127.0.0.1:9001
-//! cargo run --release --example chat_client [URL]    # in two other terminals
+//! cargo run --release --example chat [ADDR] [OPTIONS]    # default 127.0.0.1:9001
+//! cargo run --release --example chat_client [URL]        # in two other terminals
+//!
+//! OPTIONS
+//!   --metrics ADDR            serve Prometheus text at http://ADDR/metrics
+//!   --presence-window MS      coalesce presence changes over MS milliseconds (default 200)
+//!   --inbound-rate N[:BURST]  per-connection message rate limit (default 50:100); `off` for none
+//!   --redis URL               join a cluster through this Redis (needs `--features redis`)
 //! ```
 //!
 //! Two nodes sharing rooms and presence through one Redis (feature `redis`):
@@ -24,32 +30,61 @@
 //! {"action":"leave","room":R}
 //! {"action":"message","room":R,"text":T}
 //! {"action":"online"}
+//! {"action":"presence","room":R}
 //! ```
 //!
 //! Server → client (JSON text frames):
 //!
 //! ```text
 //! {"type":"message","room":R,"from":SOCKET_ID,"text":T}   to every member of R, sender included
-//! {"type":"joined","room":R,"socket":SOCKET_ID}           to R, after the join (joiner included)
-//! {"type":"left","room":R,"socket":SOCKET_ID}             to R, before the leave (leaver included);
-//!                                                         on disconnect, to each room it was in
+//! {"type":"joined","room":R,"socket":SOCKET_ID}           to the joiner only: it is now in R
+//! {"type":"left","room":R,"socket":SOCKET_ID}             to the leaver only: it is out of R
+//! {"type":"presence_diff","room":R,"joins":[K..],"leaves":[K..]}
+//!                                                         to every member of R, at most once per
+//!                                                         presence window: who arrived and who
+//!                                                         went since the previous diff
+//! {"type":"presence_state","room":R,"members":[K..]}      who is in R: to a joiner, in the first
+//!                                                         window after its join; to a client
+//!                                                         that asked (action "presence"); and
+//!                                                         to every room if events were lost
 //! {"type":"error","error":"..."}                          to the offending client only
 //! {"type":"online","users":[U...],"connections":N}        to the asking client only: online
 //!                                                         users and connections, cluster-wide
 //!                                                         with --redis
 //! ```
 //!
+//! A presence key `K` is the connection's user id, or its socket id for an anonymous
+//! connection. A user's second device joining a room is no change; a disconnect shows as a
+//! leave of every room the connection was in. Changes undone within one window (join then
+//! leave) cancel out. A client's member list is its latest `presence_state` with every later
+//! diff applied as set operations (a joiner may get the diff of its own window just before
+//! its state: the state already includes it).
+//!
+//! A storm of N joins into one room costs each member one state and about one diff per
+//! window — not one announcement per later join: `tests/chat_protocol.rs` runs 2,000 real
+//! clients, `examples/presence_storm.rs` 10,000.
+//!
 //! Joining a room you are in does nothing. Leaving or messaging a room you are not in, bad
 //! JSON, an unknown action, a missing or mistyped field, and binary frames each get an error
 //! frame; the connection stays open. Ctrl-C shuts the server down gracefully (close 1001 to
 //! every client). Set `RUST_LOG=debug` to see connections open and close.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use nucleus_stream::server::{Admission, Rejection, Server, ServerConfig, UpgradeRequest};
-use nucleus_stream::{SocketMessage, StreamHandler, StreamHub, WebSocket, async_trait};
+use nucleus_stream::server::{
+    Admission, RateLimit, Rejection, Server, ServerConfig, ServerHandle, UpgradeRequest,
+};
+use nucleus_stream::{
+    Disconnect, PresenceDiff, PresenceKey, PresenceRecvError, SocketMessage, StreamHandler,
+    StreamHub, WebSocket, async_trait,
+};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 /// What a client asks for.
 #[derive(Deserialize)]
@@ -59,11 +94,12 @@ enum Action {
     Leave { room: String },
     Message { room: String, text: String },
     Online,
+    Presence { room: String },
 }
 
 /// What the server sends.
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChatEvent<'a> {
     Message {
         room: &'a str,
@@ -77,6 +113,15 @@ pub enum ChatEvent<'a> {
     Left {
         room: &'a str,
         socket: &'a str,
+    },
+    PresenceDiff {
+        room: &'a str,
+        joins: Vec<&'a str>,
+        leaves: Vec<&'a str>,
+    },
+    PresenceState {
+        room: &'a str,
+        members: Vec<&'a str>,
     },
     Error {
         error: &'a str,
@@ -97,15 +142,38 @@ impl ChatEvent<'_> {
     }
 }
 
-/// The chat room's handler.
-///
-/// It remembers which rooms each connection joined, so that a disconnect can be announced as
-/// a `left` in each of them (the hub has already removed the socket from its rooms by the
-/// time `on_disconnect` runs). Only joins, leaves and disconnects touch that map; messages
-/// never do.
-#[derive(Default)]
+/// The chat room's handler. It keeps no membership of its own: rooms, members and presence
+/// live in the hub, arrivals and departures reach the rooms as presence diffs (see
+/// [`spawn_presence`]), and the disconnect context says where a client was.
 pub struct ChatHandler {
-    rooms: Mutex<HashMap<String, BTreeSet<String>>>,
+    presence: Arc<PresenceFeed>,
+}
+
+impl ChatHandler {
+    /// A handler whose joiners get their room's state from `presence`'s broadcaster.
+    pub fn new(presence: Arc<PresenceFeed>) -> Self {
+        Self { presence }
+    }
+}
+
+/// Joins waiting for their room's `presence_state` (sent in the next window, from the
+/// broadcaster's view, so that it lines up exactly with the diffs the joiner gets next).
+#[derive(Default)]
+pub struct PresenceFeed {
+    joiners: Mutex<Vec<(String, Arc<str>)>>,
+    wake: Notify,
+}
+
+impl PresenceFeed {
+    fn joined(&self, room: &str, socket: &Arc<str>) {
+        let mut joiners = self.joiners.lock().unwrap_or_else(|p| p.into_inner());
+        joiners.push((room.to_string(), Arc::clone(socket)));
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<(String, Arc<str>)> {
+        std::mem::take(&mut *self.joiners.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl ChatHandler {
@@ -121,27 +189,27 @@ impl ChatHandler {
                     .await
                     .map_err(|e| format!("cannot join: {e}"))?;
                 if joined_now {
-                    self.remember(me, &room, true);
                     let event = ChatEvent::Joined {
                         room: &room,
                         socket: me,
                     };
-                    hub.broadcast_to_room(&room, event.to_message()).await.ok();
+                    hub.send_to(me, event.to_message()).await.ok();
+                    self.presence.joined(&room, &socket.id);
                 }
             }
             Action::Leave { room } => {
-                if !hub.is_in_room(me, &room).await {
+                let was_member = hub
+                    .leave_room(me, &room)
+                    .await
+                    .map_err(|e| format!("cannot leave: {e}"))?;
+                if !was_member {
                     return Err(format!("not in room {room:?}"));
                 }
                 let event = ChatEvent::Left {
                     room: &room,
                     socket: me,
                 };
-                hub.broadcast_to_room(&room, event.to_message()).await.ok();
-                hub.leave_room(me, &room)
-                    .await
-                    .map_err(|e| format!("cannot leave: {e}"))?;
-                self.remember(me, &room, false);
+                hub.send_to(me, event.to_message()).await.ok();
             }
             Action::Message { room, text } => {
                 if !hub.is_in_room(me, &room).await {
@@ -163,26 +231,16 @@ impl ChatHandler {
                 };
                 hub.send_to(me, event.to_message()).await.ok();
             }
-        }
-        Ok(())
-    }
-}
-
-impl ChatHandler {
-    /// Records that `socket` joined (or left) `room`.
-    fn remember(&self, socket: &str, room: &str, joined: bool) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if joined {
-            rooms
-                .entry(socket.to_string())
-                .or_default()
-                .insert(room.to_string());
-        } else if let Some(set) = rooms.get_mut(socket) {
-            set.remove(room);
-            if set.is_empty() {
-                rooms.remove(socket);
+            Action::Presence { room } => {
+                let members = hub.room_presence(&room).await;
+                let event = ChatEvent::PresenceState {
+                    room: &room,
+                    members: members.iter().map(PresenceKey::as_str).collect(),
+                };
+                hub.send_to(me, event.to_message()).await.ok();
             }
         }
+        Ok(())
     }
 }
 
@@ -200,17 +258,77 @@ impl StreamHandler for ChatHandler {
         }
     }
 
-    async fn on_disconnect(&self, hub: &StreamHub, socket_id: &str) {
-        let rooms = {
-            let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-            rooms.remove(socket_id).unwrap_or_default()
-        };
-        for room in rooms {
-            let event = ChatEvent::Left {
-                room: &room,
-                socket: socket_id,
-            };
-            hub.broadcast_to_room(&room, event.to_message()).await.ok();
+    async fn on_disconnect_with(&self, _hub: &StreamHub, gone: &Disconnect) {
+        // The rooms hear of it through the presence diff; here we only log why.
+        tracing::debug!(
+            socket = %gone.socket.id,
+            user = gone.socket.user_id(),
+            rooms = gone.rooms.len(),
+            reason = %gone.reason,
+            "left"
+        );
+    }
+}
+
+/// Runs the presence broadcaster. It sleeps until a presence event (or a join waiting for
+/// its state) arrives, lets one `window` pass (more while the server is behind on writes:
+/// see [`wait_for_writes`]), and then takes everything that came: each room
+/// with a net change gets one `presence_diff`, and each joiner of the window one
+/// `presence_state` of its room. Its view of each room is built from the events alone, so a
+/// state and the diffs after it never overlap or leave a gap. If events were lost (the
+/// subscription lagged), it rebuilds its view from the hub and sends every room a
+/// `presence_state`.
+pub fn spawn_presence(hub: &StreamHub, window: Duration) -> (Arc<PresenceFeed>, JoinHandle<()>) {
+    let hub = hub.clone();
+    let feed = Arc::new(PresenceFeed::default());
+    let mut events = hub.subscribe_presence();
+    let task_feed = Arc::clone(&feed);
+    let task = tokio::spawn(async move {
+        let feed = task_feed;
+        let mut view: BTreeMap<Arc<str>, BTreeSet<PresenceKey>> = BTreeMap::new();
+        loop {
+            let mut diff = PresenceDiff::new();
+            let mut lagged = false;
+            tokio::select! {
+                first = events.recv() => match first {
+                    Ok(event) => diff.push(&event),
+                    Err(PresenceRecvError::Lagged(_)) => lagged = true,
+                    Err(_) => return,
+                },
+                _ = feed.wake.notified() => {}
+            }
+            tokio::time::sleep(window).await;
+            wait_for_writes(&hub, window).await;
+            let open = events.drain_into(&mut diff).is_some();
+            let joiners = feed.take();
+            if lagged || diff.missed() > 0 {
+                tracing::warn!("presence events lost: resyncing every room");
+                resync(&hub, &mut view).await;
+            } else {
+                announce(&hub, &diff, &mut view).await;
+                send_states(&hub, &view, joiners).await;
+            }
+            if !open {
+                return;
+            }
+        }
+    });
+    (feed, task)
+}
+
+/// A member's queue holding more than this means the server is behind on writes.
+const BACKLOG: usize = 16 * 1024;
+
+/// While some member still has more than [`BACKLOG`] bytes queued (the previous diffs and
+/// states are not written yet), waits — a window at a time, at most ten — so that the next
+/// diff grows instead of adding a frame the member cannot take yet. In a join storm larger
+/// than the server can write in real time this is what bounds the frames per member: the
+/// windows stretch to the server's write speed.
+async fn wait_for_writes(hub: &StreamHub, window: Duration) {
+    for _ in 0..10 {
+        match hub.deepest_queues(1).await.first() {
+            Some(deepest) if deepest.queued_bytes > BACKLOG => tokio::time::sleep(window).await,
+            _ => return,
         }
     }
 }
@@ -262,6 +380,184 @@ async fn leave_cluster(cluster: Option<Cluster>) {
     let _ = cluster;
 }
 
+/// Sends each room's diff to its members and applies it to `view`.
+async fn announce(
+    hub: &StreamHub,
+    diff: &PresenceDiff,
+    view: &mut BTreeMap<Arc<str>, BTreeSet<PresenceKey>>,
+) {
+    for (room, changes) in diff.rooms() {
+        let event = ChatEvent::PresenceDiff {
+            room,
+            joins: changes.joins().map(PresenceKey::as_str).collect(),
+            leaves: changes.leaves().map(PresenceKey::as_str).collect(),
+        };
+        hub.broadcast_to_room(room, event.to_message()).await.ok();
+        let members = view.entry(Arc::from(room)).or_default();
+        for key in changes.leaves() {
+            members.remove(key);
+        }
+        members.extend(changes.joins().cloned());
+        if members.is_empty() {
+            view.remove(room);
+        }
+    }
+}
+
+/// Sends each joiner still in its room that room's state (one frame per room, shared).
+async fn send_states(
+    hub: &StreamHub,
+    view: &BTreeMap<Arc<str>, BTreeSet<PresenceKey>>,
+    joiners: Vec<(String, Arc<str>)>,
+) {
+    let mut frames: BTreeMap<String, SocketMessage> = BTreeMap::new();
+    for (room, socket) in joiners {
+        if !hub.is_in_room(&socket, &room).await {
+            continue;
+        }
+        let frame = frames.entry(room.clone()).or_insert_with(|| {
+            let members = view.get(room.as_str());
+            ChatEvent::PresenceState {
+                room: &room,
+                members: members
+                    .into_iter()
+                    .flatten()
+                    .map(PresenceKey::as_str)
+                    .collect(),
+            }
+            .to_message()
+        });
+        hub.send_to(&socket, frame.clone()).await.ok();
+    }
+}
+
+/// Rebuilds `view` from the hub and sends every room its state.
+async fn resync(hub: &StreamHub, view: &mut BTreeMap<Arc<str>, BTreeSet<PresenceKey>>) {
+    view.clear();
+    for room in hub.list_rooms().await {
+        let members = hub.room_presence(&room).await;
+        let event = ChatEvent::PresenceState {
+            room: &room,
+            members: members.iter().map(PresenceKey::as_str).collect(),
+        };
+        hub.broadcast_to_room(&room, event.to_message()).await.ok();
+        view.insert(Arc::from(room.as_str()), members.into_iter().collect());
+    }
+}
+
+/// Serves `GET /metrics` (any path, in fact) as Prometheus text: the hub's figures recorded
+/// through the `metrics` facade right before each render.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    hub: StreamHub,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let hub = hub.clone();
+        let prometheus = prometheus.clone();
+        tokio::spawn(async move {
+            // Read the request head (bounded); its content does not matter.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            hub.record_metrics();
+            let body = prometheus.render();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// The command line.
+#[derive(Debug)]
+pub struct Options {
+    pub addr: String,
+    pub metrics: Option<String>,
+    pub presence_window: Duration,
+    pub inbound_rate: Option<RateLimit>,
+    /// `--redis URL`: join the cluster through this Redis (needs the `redis` feature).
+    pub redis: Option<String>,
+}
+
+impl Options {
+    /// Parses the arguments after the program name.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut options = Options {
+            addr: "127.0.0.1:9001".to_string(),
+            metrics: None,
+            presence_window: Duration::from_millis(200),
+            inbound_rate: Some(RateLimit::default()),
+            redis: None,
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+            match arg.as_str() {
+                "--metrics" => options.metrics = Some(value("--metrics")?),
+                "--redis" => options.redis = Some(value("--redis")?),
+                "--presence-window" => {
+                    let ms = value("--presence-window")?;
+                    let ms: u64 = ms.parse().map_err(|_| format!("bad window {ms:?}"))?;
+                    options.presence_window = Duration::from_millis(ms);
+                }
+                "--inbound-rate" => {
+                    let spec = value("--inbound-rate")?;
+                    options.inbound_rate = parse_rate(&spec)?;
+                }
+                other if other.starts_with("--") => return Err(format!("unknown option {other}")),
+                addr => options.addr = addr.to_string(),
+            }
+        }
+        Ok(options)
+    }
+
+    /// The server configuration these options ask for.
+    pub fn config(&self) -> ServerConfig {
+        ServerConfig::default()
+            .max_connections(100_000)
+            .inbound_rate(self.inbound_rate.clone())
+            .auth(user_from_query)
+    }
+}
+
+/// `off`, `N` or `N:BURST`.
+fn parse_rate(spec: &str) -> Result<Option<RateLimit>, String> {
+    if spec == "off" {
+        return Ok(None);
+    }
+    let bad = || format!("bad rate {spec:?}: want N, N:BURST or off");
+    let (rate, burst) = match spec.split_once(':') {
+        Some((r, b)) => (r, Some(b)),
+        None => (spec, None),
+    };
+    let mut limit = RateLimit::per_second(rate.parse().map_err(|_| bad())?);
+    if let Some(burst) = burst {
+        limit = limit.burst(burst.parse().map_err(|_| bad())?);
+    }
+    Ok(Some(limit))
+}
+
+/// Starts the chat server (and its presence broadcaster) as the options say; the metrics
+/// endpoint and the cluster (`--redis`) are started by `main`, which owns the process-wide
+/// recorder and the cluster's shutdown.
+pub async fn start(hub: &StreamHub, options: &Options) -> std::io::Result<ServerHandle> {
+    let (feed, _task) = spawn_presence(hub, options.presence_window);
+    Server::new(hub.clone(), ChatHandler::new(feed))
+        .config(options.config())
+        .bind(&options.addr)
+        .await
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let level = std::env::var("RUST_LOG")
@@ -274,28 +570,28 @@ async fn main() -> std::io::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let mut addr = "127.0.0.1:9001".to_string();
-    let mut redis_url = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--redis" => redis_url = args.next(),
-            _ => addr = arg,
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            std::process::exit(2);
         }
-    }
+    };
     let hub = StreamHub::new();
-    let cluster = match redis_url {
-        Some(url) => Some(join_cluster(&hub, &url)?),
+    let cluster = match &options.redis {
+        Some(url) => Some(join_cluster(&hub, url)?),
         None => None,
     };
-    let config = ServerConfig::default()
-        .max_connections(100_000)
-        .auth(user_from_query);
-    let server = Server::new(hub, ChatHandler::default())
-        .config(config)
-        .bind(&addr)
-        .await?;
+    let server = start(&hub, &options).await?;
     println!("chat listening on ws://{}", server.local_addr());
+    if let Some(addr) = &options.metrics {
+        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind(addr).await?;
+        println!("metrics at http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(serve_metrics(listener, hub.clone(), prometheus));
+    }
     println!(
         "try: cargo run --example chat_client -- ws://{}",
         server.local_addr()

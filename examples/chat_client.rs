@@ -6,7 +6,7 @@
 //! cargo run --example chat_client -- ws://127.0.0.1:9001
 //! ```
 //!
-//! Commands: `/join ROOM` (and make it the current room), `/leave [ROOM]`, `/raw JSON` (send a
+//! Commands: `/join ROOM` (and make it the current room), `/leave [ROOM]`, `/who` (who is in the current room), `/raw JSON` (send a
 //! frame as typed), `/quit`. Any other line is a message to the current room (`general` at
 //! start; join it first).
 
@@ -22,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "ws://127.0.0.1:9001".to_string());
     let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
     println!(
-        "connected to {url}. /join ROOM, /leave [ROOM], /raw JSON, /quit; other lines are messages."
+        "connected to {url}. /join ROOM, /leave [ROOM], /who, /raw JSON, /quit; other lines are messages."
     );
     let (mut write, mut read) = ws.split();
 
@@ -72,6 +72,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             json!({"action": "leave", "room": room}).to_string()
         } else if let Some(r) = line.strip_prefix("/leave ") {
             json!({"action": "leave", "room": r.trim()}).to_string()
+        } else if line == "/who" {
+            json!({"action": "presence", "room": room}).to_string()
         } else if let Some(raw) = line.strip_prefix("/raw ") {
             raw.to_string()
         } else if line == "/quit" {
@@ -96,8 +98,35 @@ fn render(text: &str) -> String {
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
     match v.get("type").and_then(Value::as_str) {
         Some("message") => format!("[{}] {}: {}", s("room"), s("from"), s("text")),
-        Some("joined") => format!("[{}] * {} joined", s("room"), s("socket")),
-        Some("left") => format!("[{}] * {} left", s("room"), s("socket")),
+        Some("joined") => format!("[{}] * you joined (as {})", s("room"), s("socket")),
+        Some("left") => format!("[{}] * you left", s("room")),
+        Some("presence_diff") => {
+            let list = |k: &str| -> String {
+                let names: Vec<&str> = v
+                    .get(k)
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                names.join(", ")
+            };
+            let (joins, leaves) = (list("joins"), list("leaves"));
+            let mut line = format!("[{}] *", s("room"));
+            if !joins.is_empty() {
+                line += &format!(" joined: {joins}");
+            }
+            if !leaves.is_empty() {
+                line += &format!(" left: {leaves}");
+            }
+            line
+        }
+        Some("presence_state") => {
+            let members: Vec<&str> = v
+                .get("members")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            format!("[{}] * here: {}", s("room"), members.join(", "))
+        }
         Some("error") => format!("! {}", s("error")),
         _ => text.to_string(),
     }

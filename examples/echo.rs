@@ -22,12 +22,14 @@ impl StreamHandler for Echo {
 }
 
 /// The echo server's limits: 16 MiB messages and frames, a queue that holds several of them,
-/// and a larger read buffer for big messages.
+/// a larger read buffer for big messages, and no inbound rate limit (conformance suites send
+/// thousands of messages back to back).
 pub fn config() -> ServerConfig {
     ServerConfig::default()
         .max_size(16 << 20)
         .queue(QueueConfig::default().max_bytes(64 << 20))
         .read_buffer_size(64 * 1024)
+        .inbound_rate(None)
 }
 
 #[tokio::main]

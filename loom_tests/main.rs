@@ -21,6 +21,16 @@
 //!     -- i_leave
 //! ```
 //!
+//! Likewise `--cfg nucleus_loom_planted_presence_bug` emits a leave's presence event after the
+//! room's writer lock is released; model (j) must then FAIL (a `Left` arriving after the
+//! racing join's `Joined`):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg nucleus_loom --cfg nucleus_loom_planted_presence_bug" LOOM_MAX_PREEMPTIONS=3 \
+//!     cargo test --release --no-default-features --test loom --target-dir target/loom-planted \
+//!     -- j_room
+//! ```
+//!
 //! Every model uses at most three threads (the model's main thread plus two) and a hub with
 //! one index shard. Every model drops the hub, the sockets and the receivers before it ends,
 //! so loom's leak check of `loom::sync::Arc` covers every snapshot, entry and queue.
@@ -28,7 +38,7 @@
 //! | model | file |
 //! | --- | --- |
 //! | (a) `join_room` vs `unregister`; (b) emptying leave vs join; (c) two creating joins; (d) broadcast vs join and leave; (i) broadcast vs a leave that moves a member across chunks | `rooms.rs` |
-//! | (e) presence of one user's devices | `presence.rs` |
+//! | (e) presence of one user's devices; (j) one user's room presence events vs the final presence | `presence.rs` |
 //! | (f) `send_to` / `send_to_user` vs register and unregister | `direct.rs` |
 //! | (g) the outbound queue: producers, a parking consumer, each overflow policy at its bound | `queue.rs` |
 //! | (h) reclamation: no leaked `Arc`, snapshots outliving membership and the hub | `leaks.rs` (and every model) |

@@ -81,3 +81,51 @@ fn e_device_connects_while_other_disconnects() {
         drop((rx1, rx2));
     });
 }
+
+/// (j) Presence events of one user in one room, racing: the user's second device joins the
+/// room while its first leaves it. Whatever the interleaving, the events, folded in the order
+/// received (a `Joined` only while absent, a `Left` only while present), end at the room's
+/// real presence. This holds because each event is emitted inside the room writer's critical
+/// section that made the transition; emitting after the lock is released would let the
+/// leave's `Left` arrive after the join's `Joined`, leaving the user absent.
+#[test]
+fn j_room_presence_events_fold_to_the_final_presence() {
+    use nucleus_stream::{PresenceEvent, PresenceKey};
+    model(|| {
+        let hub = hub();
+        let mut events = hub.subscribe_presence();
+        let (d1, rx1) = user_socket("d1", "u");
+        let (d2, rx2) = user_socket("d2", "u");
+        block_on(hub.register(d1)).unwrap();
+        block_on(hub.register(d2)).unwrap();
+        block_on(hub.join_room("d2", "r")).unwrap();
+        let h = hub.clone();
+        let t = thread::spawn(move || {
+            block_on(h.join_room("d1", "r")).unwrap();
+        });
+        block_on(hub.leave_room("d2", "r")).unwrap();
+        t.join().unwrap();
+        let mut present = false;
+        while let Some(event) = events.try_recv().expect("no lag") {
+            match event {
+                PresenceEvent::Joined { member, .. } => {
+                    assert_eq!(member, PresenceKey::User("u".into()));
+                    assert!(!present, "joined twice in a row");
+                    present = true;
+                }
+                PresenceEvent::Left { .. } => {
+                    assert!(present, "left while absent");
+                    present = false;
+                }
+                PresenceEvent::Online { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(present, "d1 is in r, so u is");
+        assert_eq!(
+            block_on(hub.room_presence("r")),
+            [PresenceKey::User("u".into())]
+        );
+        drop((events, rx1, rx2));
+    });
+}

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use crate::disconnect::Disconnect;
 use crate::hub::StreamHub;
 use crate::message::SocketMessage;
 use crate::socket::WebSocket;
@@ -10,8 +11,11 @@ use crate::socket::WebSocket;
 ///
 /// A transport (the bundled server, or your own) calls [`on_connect`](Self::on_connect) once
 /// the socket is registered, [`on_message`](Self::on_message) for each text or binary message
-/// in order, and [`on_disconnect`](Self::on_disconnect) exactly once after the socket has been
-/// unregistered (so it is already out of every room).
+/// in order, and [`on_disconnect_with`](Self::on_disconnect_with) exactly once after the socket
+/// has been unregistered (so it is already out of every room). Its default body calls the
+/// guide's [`on_disconnect`](Self::on_disconnect) with the socket id: implement whichever
+/// you need — `on_disconnect_with` when you want the socket, the rooms it was in and the
+/// [`DisconnectReason`](crate::DisconnectReason).
 ///
 /// # Examples
 ///
@@ -50,8 +54,34 @@ pub trait StreamHandler: Send + Sync + 'static {
     /// A text or binary message arrived from the client.
     async fn on_message(&self, hub: &StreamHub, socket: &WebSocket, msg: SocketMessage);
 
-    /// The connection ended and the socket has been unregistered.
+    /// The connection ended and the socket has been unregistered (called by the default
+    /// [`on_disconnect_with`](Self::on_disconnect_with)).
     async fn on_disconnect(&self, hub: &StreamHub, socket_id: &str) {
         let _ = (hub, socket_id);
+    }
+
+    /// The connection ended and the socket has been unregistered: `disconnect` holds the
+    /// socket (id, user, metadata), the rooms it was in and why it ended. The default body
+    /// calls [`on_disconnect`](Self::on_disconnect) with the socket's id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nucleus_stream::{async_trait, Disconnect, SocketMessage, StreamHandler, StreamHub, WebSocket};
+    ///
+    /// struct Announcer;
+    ///
+    /// #[async_trait]
+    /// impl StreamHandler for Announcer {
+    ///     async fn on_message(&self, _: &StreamHub, _: &WebSocket, _: SocketMessage) {}
+    ///
+    ///     async fn on_disconnect_with(&self, hub: &StreamHub, gone: &Disconnect) {
+    ///         let text = format!("{} left ({})", gone.socket.id, gone.reason);
+    ///         hub.broadcast_to_rooms(&gone.rooms, SocketMessage::text(text), None).await.ok();
+    ///     }
+    /// }
+    /// ```
+    async fn on_disconnect_with(&self, hub: &StreamHub, disconnect: &Disconnect) {
+        self.on_disconnect(hub, &disconnect.socket.id).await;
     }
 }

@@ -1,19 +1,25 @@
 //! The hub: sockets, rooms, users, and every way to reach them.
 
+use std::ptr;
+use std::sync::Arc as StrArc;
+
+use smallvec::SmallVec;
+
 use crate::cluster_link::{ClusterLink, Except};
+use crate::disconnect::{Disconnect, DisconnectReason, Unregistered};
 use crate::entry::SocketEntry;
 use crate::error::StreamError;
 use crate::index::ShardedIndex;
 use crate::message::SocketMessage;
 use crate::presence::Presence;
+use crate::presence_events::{PresenceEvents, PresenceKey, PresenceSubscription};
 use crate::queue::{CloseReason, TrySendError};
 use crate::report::BroadcastReport;
 use crate::room::{JoinOutcome, LeaveOutcome, Room, RoomCell};
 use crate::socket::WebSocket;
 use crate::socket_id::SocketIdGenerator;
 use crate::sync::{Arc, AtomicUsize, OnceLock, Ordering, lock};
-use std::ptr;
-use std::sync::Arc as StrArc;
+use crate::totals::{Counters, HubTotals, SocketStats};
 
 /// Limits and sizing of a [`StreamHub`].
 ///
@@ -31,15 +37,18 @@ pub struct HubConfig {
     max_room_name_len: usize,
     max_rooms_per_socket: usize,
     shards: usize,
+    presence_buffer: usize,
 }
 
 impl Default for HubConfig {
-    /// Room names up to 128 bytes, 128 rooms per socket, 256 index shards.
+    /// Room names up to 128 bytes, 128 rooms per socket, 256 index shards, 16,384 buffered
+    /// presence events per subscriber.
     fn default() -> Self {
         Self {
             max_room_name_len: 128,
             max_rooms_per_socket: 128,
             shards: 256,
+            presence_buffer: 16_384,
         }
     }
 }
@@ -63,6 +72,14 @@ impl HubConfig {
     /// per shard per index).
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = n.max(1);
+        self
+    }
+
+    /// Presence events buffered for a [`PresenceSubscription`] that has not read them yet (at
+    /// least 1); past it the oldest are lost and the subscriber is told how many. The buffer
+    /// (about 40 bytes a slot) is allocated on the first subscribe, never before.
+    pub fn presence_buffer(mut self, events: usize) -> Self {
+        self.presence_buffer = events.max(1);
         self
     }
 
@@ -153,6 +170,8 @@ struct HubInner {
     sockets: ShardedIndex<Arc<SocketEntry>>,
     rooms: ShardedIndex<Arc<RoomCell>>,
     presence: Presence,
+    events: PresenceEvents,
+    counters: Counters,
     /// Registered sockets. Changed only inside the sockets-shard critical section that
     /// inserts or removes the socket, so it never underflows.
     connections: AtomicUsize,
@@ -195,12 +214,15 @@ impl StreamHub {
     /// A hub with the given limits.
     pub fn with_config(config: HubConfig) -> Self {
         let shards = config.shards;
+        let presence_buffer = config.presence_buffer;
         Self {
             inner: Arc::new(HubInner {
                 config,
                 sockets: ShardedIndex::new(shards),
                 rooms: ShardedIndex::new(shards),
                 presence: Presence::new(shards),
+                events: PresenceEvents::new(presence_buffer),
+                counters: Counters::new(),
                 connections: AtomicUsize::new(0),
                 cluster: OnceLock::new(),
                 local_ids: SocketIdGenerator::new("c"),
@@ -245,7 +267,7 @@ impl StreamHub {
         }
         state.registered = true;
         if let Some(user) = entry.socket.user_arc() {
-            inner.presence.add(user, &entry);
+            inner.presence.add(user, &entry, &inner.events);
         }
         drop(state);
         if let Some(link) = self.link() {
@@ -259,13 +281,24 @@ impl StreamHub {
 
     /// Unregisters a socket: removes it from every room (emptied rooms disappear) and from its
     /// user's devices, and closes its outbound queue with [`CloseReason::Unregistered`]
-    /// (messages already queued can still be drained). Returns the hub's handle of the socket,
-    /// or `None` if no socket had this id.
-    pub async fn unregister(&self, socket_id: &str) -> Option<WebSocket> {
+    /// (messages already queued can still be drained). Returns what it removed — the hub's
+    /// handle of the socket, the rooms it left, whether its user went offline — or `None` if
+    /// no socket had this id.
+    pub async fn unregister(&self, socket_id: &str) -> Option<Unregistered> {
         self.unregister_now(socket_id)
     }
 
-    fn unregister_now(&self, socket_id: &str) -> Option<WebSocket> {
+    /// For transports: the connection of `socket` ended for `reason`. Unregisters it (if the
+    /// application has not already), counts the close in [`totals`](Self::totals), and returns
+    /// the context to hand to
+    /// [`StreamHandler::on_disconnect_with`](crate::StreamHandler::on_disconnect_with).
+    pub async fn end_connection(&self, socket: &WebSocket, reason: DisconnectReason) -> Disconnect {
+        let removed = self.unregister_now(&socket.id);
+        self.inner.counters.disconnect(reason);
+        Disconnect::new(socket.clone(), reason, removed)
+    }
+
+    fn unregister_now(&self, socket_id: &str) -> Option<Unregistered> {
         let inner = &*self.inner;
         let entry = inner.sockets.update(socket_id, |map| {
             let Some(entry) = map.get(socket_id) else {
@@ -284,9 +317,10 @@ impl StreamHub {
         for name in &rooms {
             self.leave_cell(&entry, name);
         }
-        if let Some(user) = entry.socket.user_arc() {
-            inner.presence.remove(user, &entry);
-        }
+        let went_offline = match entry.socket.user_arc() {
+            Some(user) => inner.presence.remove(user, &entry, &inner.events),
+            None => false,
+        };
         drop(state);
         if let Some(link) = self.link() {
             link.connections_changed();
@@ -302,7 +336,11 @@ impl StreamHub {
             .sender()
             .shared()
             .close(CloseReason::Unregistered);
-        Some(entry.socket.clone())
+        Some(Unregistered {
+            socket: entry.socket.clone(),
+            rooms: rooms.into_vec(),
+            went_offline,
+        })
     }
 
     fn check_room_name(&self, room: &str) -> Result<(), StreamError> {
@@ -357,7 +395,7 @@ impl StreamHub {
                 Some(c) => c,
                 None => self.live_room(room),
             };
-            match current.insert(&entry) {
+            match current.insert(&entry, &inner.events) {
                 JoinOutcome::Joined | JoinOutcome::AlreadyMember => {
                     state.rooms.push(StrArc::clone(&current.name));
                     drop(state);
@@ -391,7 +429,7 @@ impl StreamHub {
         let Some(cell) = self.inner.rooms.get(room) else {
             return;
         };
-        if let LeaveOutcome::Left { now_empty: true } = cell.remove(entry) {
+        if let LeaveOutcome::Left { now_empty: true } = cell.remove(entry, &self.inner.events) {
             self.inner.rooms.update(room, |map| match map.get(room) {
                 Some(current) if Arc::ptr_eq(current, &cell) => {
                     let mut next = map.clone();
@@ -507,7 +545,18 @@ impl StreamHub {
     pub async fn send_to(&self, socket_id: &str, msg: SocketMessage) -> Result<(), StreamError> {
         let mut slot = Some(msg);
         let pushed = self.inner.sockets.with(socket_id, |entry| {
-            slot.take().map(|m| entry.socket.sender().shared().push(m))
+            slot.take().map(|m| {
+                let len = m.len();
+                let outcome = entry.socket.sender().shared().push(m);
+                let mut report = BroadcastReport::default();
+                match &outcome {
+                    Ok(queued) => report.record(Ok(*queued)),
+                    Err(TrySendError::Full(_)) => report.dropped = 1,
+                    Err(TrySendError::Closed(_)) => report.closed = 1,
+                }
+                self.inner.counters.outbound(&report, len);
+                outcome
+            })
         });
         match pushed.flatten() {
             None => match (self.link(), slot) {
@@ -580,7 +629,81 @@ impl StreamHub {
             .rooms
             .with(room, |cell| cell.load().broadcast(msg, except_ptr))
             .unwrap_or_default();
+        self.inner.counters.outbound(&report, msg.len());
         (report, except.is_some())
+    }
+
+    /// Queues a message for every member of several rooms, each recipient once however many
+    /// of the rooms it is in (Socket.IO's `to([a, b])`), optionally except one socket.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::EmptyRoomName`] / [`StreamError::RoomNameTooLong`] if any name is bad;
+    /// nothing is sent then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use nucleus_stream::{channel, QueueConfig, SocketMessage, StreamHub, WebSocket};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let hub = StreamHub::new();
+    /// let (tx, mut rx) = channel(QueueConfig::default());
+    /// hub.register(WebSocket::new("a", tx)).await?;
+    /// hub.join_room("a", "x").await?;
+    /// hub.join_room("a", "y").await?;
+    /// let report = hub.broadcast_to_rooms(["x", "y"], SocketMessage::text("once"), None).await?;
+    /// assert_eq!(report.queued, 1);
+    /// assert_eq!(rx.len(), 1);
+    /// # Ok::<(), nucleus_stream::StreamError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn broadcast_to_rooms<I, S>(
+        &self,
+        rooms: I,
+        msg: SocketMessage,
+        except_socket_id: Option<&str>,
+    ) -> Result<BroadcastReport, StreamError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let names: SmallVec<[S; 4]> = rooms.into_iter().collect();
+        for name in &names {
+            self.check_room_name(name.as_ref())?;
+        }
+        if let [only] = names.as_slice() {
+            return self.broadcast_room_now(only.as_ref(), &msg, except_socket_id);
+        }
+        let except = except_socket_id.and_then(|id| self.inner.sockets.get(id));
+        let except_ptr = except.as_ref().map_or(ptr::null(), Arc::as_ptr);
+        let snapshots: SmallVec<[_; 4]> = names
+            .iter()
+            .filter_map(|name| {
+                self.inner
+                    .rooms
+                    .with(name.as_ref(), |cell| cell.load_full())
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::<*const SocketEntry>::new();
+        let mut report = BroadcastReport::default();
+        for members in &snapshots {
+            for entry in members.entries() {
+                let key = entry as *const SocketEntry;
+                if key != except_ptr && seen.insert(key) {
+                    report.record(entry.socket.sender().shared().push(msg.clone()));
+                }
+            }
+        }
+        self.inner.counters.outbound(&report, msg.len());
+        if let Some(link) = self.link() {
+            // Remote members get one copy per room they are in (a multi-room envelope would
+            // make it once per member cluster-wide too).
+            let except = except_socket_id.map(|id| Except::new(id, except.is_some()));
+            for name in &names {
+                link.room_broadcast(name.as_ref(), &msg, except);
+            }
+        }
+        Ok(report)
     }
 
     /// Queues a message for every registered socket; returns how many queued it.
@@ -607,6 +730,7 @@ impl StreamHub {
         self.inner.sockets.for_each(|_, entry| {
             report.record(entry.socket.sender().shared().push(msg.clone()));
         });
+        self.inner.counters.outbound(&report, msg.len());
         report
     }
 
@@ -637,6 +761,7 @@ impl StreamHub {
                 for entry in &devices.0 {
                     report.record(entry.socket.sender().shared().push(msg.clone()));
                 }
+                self.inner.counters.outbound(&report, msg.len());
                 report
             })
             .unwrap_or_default()
@@ -721,5 +846,85 @@ impl StreamHub {
             users_went_online: went_online,
             users_went_offline: went_offline,
         }
+    }
+
+    /// Running totals since the hub was made: messages and bytes in and out, drops, closes by
+    /// reason (each counter read without a lock; not one atomic snapshot).
+    pub fn totals(&self) -> HubTotals {
+        self.inner.counters.snapshot()
+    }
+
+    /// For transports: a message of `bytes` payload bytes arrived from a client (`rate_limited`
+    /// if the transport refused it). Counted in [`totals`](Self::totals).
+    pub fn record_inbound(&self, bytes: usize, rate_limited: bool) {
+        self.inner.counters.inbound(bytes, rate_limited);
+    }
+
+    /// The outbound queue of one registered socket: queued messages and bytes, drops.
+    pub async fn socket_stats(&self, socket_id: &str) -> Option<SocketStats> {
+        self.inner
+            .sockets
+            .with(socket_id, |entry| SocketStats::of(&entry.socket))
+    }
+
+    /// The `n` registered sockets with the most queued bytes (ties: more messages first),
+    /// deepest first: where a backlog builds up. One lock-free pass over every socket.
+    pub async fn deepest_queues(&self, n: usize) -> Vec<SocketStats> {
+        let mut heap = std::collections::BinaryHeap::new();
+        if n == 0 {
+            return Vec::new();
+        }
+        self.inner.sockets.for_each(|_, entry| {
+            let sender = entry.socket.sender();
+            let depth = (sender.queued_bytes(), sender.len());
+            if heap.len() < n {
+                heap.push(std::cmp::Reverse((depth, StrArc::clone(&entry.socket.id))));
+            } else if heap.peek().is_some_and(|min| min.0.0 < depth) {
+                heap.pop();
+                heap.push(std::cmp::Reverse((depth, StrArc::clone(&entry.socket.id))));
+            }
+        });
+        let mut ids: Vec<_> = heap.into_iter().map(|r| r.0).collect();
+        ids.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.0));
+        ids.into_iter()
+            .filter_map(|(_, id)| self.inner.sockets.with(&id, |e| SocketStats::of(&e.socket)))
+            .collect()
+    }
+
+    /// Subscribes to this hub's presence events (see [`PresenceSubscription`]): a user online
+    /// or offline, a member's first device joining a room or last leaving. The subscription
+    /// sees the transitions that happen after this returns.
+    pub fn subscribe_presence(&self) -> PresenceSubscription {
+        self.inner.events.subscribe()
+    }
+
+    /// Who is present in a room now: each user once however many of its devices are in,
+    /// each anonymous socket; sorted. Empty if the room does not exist. (The state a
+    /// presence diff applies to.)
+    pub async fn room_presence(&self, room: &str) -> Vec<PresenceKey> {
+        self.inner
+            .rooms
+            .with(room, |cell| cell.presence())
+            .unwrap_or_default()
+    }
+
+    /// Messages and bytes waiting in every outbound queue, and the longest queue.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn queue_levels(&self) -> (usize, usize, usize) {
+        let (mut messages, mut bytes, mut deepest) = (0, 0, 0);
+        self.inner.sockets.for_each(|_, entry| {
+            let sender = entry.socket.sender();
+            let len = sender.len();
+            messages += len;
+            bytes += sender.queued_bytes();
+            deepest = deepest.max(len);
+        });
+        (messages, bytes, deepest)
+    }
+
+    /// The hub's event source, for a cluster layer's relay (see `presence_events`).
+    #[allow(dead_code)]
+    pub(crate) fn presence_events(&self) -> &PresenceEvents {
+        &self.inner.events
     }
 }

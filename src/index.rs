@@ -14,7 +14,7 @@ use std::sync::Arc as StrArc;
 
 use crate::sync::{Arc, AtomicCell, HashState, Mutex, lock};
 
-type Map<V> = HashMap<StrArc<str>, V, HashState>;
+pub(crate) type Map<V> = HashMap<StrArc<str>, V, HashState>;
 
 pub(crate) struct ShardedIndex<V> {
     shards: Box<[Shard<V>]>,
@@ -67,6 +67,18 @@ impl<V: Clone> ShardedIndex<V> {
         key: &str,
         edit: impl FnOnce(&Map<V>) -> (R, Option<Map<V>>),
     ) -> R {
+        self.update_then(key, edit, |_| ())
+    }
+
+    /// As [`update`](Self::update), then runs `then` on the result after the new map is
+    /// published and before the writer lock is released: what `then` announces is already
+    /// visible to readers, and announcements about one key keep their order.
+    pub(crate) fn update_then<R>(
+        &self,
+        key: &str,
+        edit: impl FnOnce(&Map<V>) -> (R, Option<Map<V>>),
+        then: impl FnOnce(&R),
+    ) -> R {
         let shard = self.shard(key);
         let _writer = lock(&shard.writer);
         let current = shard.map.load();
@@ -75,6 +87,7 @@ impl<V: Clone> ShardedIndex<V> {
         if let Some(next) = next {
             shard.map.store(Arc::new(next));
         }
+        then(&result);
         result
     }
 

@@ -32,19 +32,24 @@
 #![warn(missing_docs)]
 
 pub mod cluster_link;
+mod disconnect;
 mod entry;
 mod error;
 mod handler;
 mod hub;
 mod index;
 mod message;
+#[cfg(feature = "metrics")]
+pub mod metrics_export;
 mod presence;
+mod presence_events;
 mod queue;
 mod report;
 mod room;
 mod socket;
 pub mod socket_id;
 mod sync;
+mod totals;
 
 #[cfg(all(feature = "redis", not(nucleus_loom)))]
 pub mod cluster;
@@ -52,10 +57,14 @@ pub mod cluster;
 #[cfg(all(feature = "server", not(nucleus_loom)))]
 pub mod server;
 
+pub use disconnect::{Disconnect, DisconnectReason, Unregistered};
 pub use error::StreamError;
 pub use handler::StreamHandler;
 pub use hub::{HubConfig, HubStats, StreamHub};
 pub use message::{SocketMessage, Utf8Bytes};
+pub use presence_events::{
+    PresenceDiff, PresenceEvent, PresenceKey, PresenceRecvError, PresenceSubscription, RoomDiff,
+};
 pub use queue::{
     CloseReason, MAX_BYTES_LIMIT, MAX_MESSAGES_LIMIT, OverflowPolicy, QueueConfig, Receiver,
     Sender, TryRecvError, TrySendError, channel,
@@ -63,6 +72,7 @@ pub use queue::{
 pub use report::BroadcastReport;
 pub use room::Room;
 pub use socket::WebSocket;
+pub use totals::{HubTotals, SocketStats};
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;

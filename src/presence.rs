@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 
 use crate::entry::SocketEntry;
 use crate::index::ShardedIndex;
+use crate::presence_events::{PresenceEvent, PresenceEvents};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 
 /// The sockets of one user.
@@ -39,9 +40,15 @@ impl Presence {
         }
     }
 
-    /// Adds a device; returns whether the user just came online.
-    pub(crate) fn add(&self, user: &StrArc<str>, entry: &Arc<SocketEntry>) -> bool {
-        self.users.update(user, |map| {
+    /// Adds a device; returns whether the user just came online (announced to `events` inside
+    /// the shard's critical section, so one user's online/offline events keep their order).
+    pub(crate) fn add(
+        &self,
+        user: &StrArc<str>,
+        entry: &Arc<SocketEntry>,
+        events: &PresenceEvents,
+    ) -> bool {
+        let edit = |map: &crate::index::Map<Arc<Devices>>| {
             let mut next = map.clone();
             let mut devices = SmallVec::new();
             let first = match map.get(user) {
@@ -60,12 +67,25 @@ impl Presence {
                 self.went_online.fetch_add(1, Ordering::Relaxed);
             }
             (first, Some(next))
+        };
+        self.users.update_then(user, edit, |&first| {
+            if first {
+                events.local(|| PresenceEvent::Online {
+                    user: StrArc::clone(user),
+                });
+            }
         })
     }
 
-    /// Removes a device; returns whether the user just went offline.
-    pub(crate) fn remove(&self, user: &str, entry: &Arc<SocketEntry>) -> bool {
-        self.users.update(user, |map| {
+    /// Removes a device; returns whether the user just went offline (announced to `events` as
+    /// in [`add`](Self::add)).
+    pub(crate) fn remove(
+        &self,
+        user: &StrArc<str>,
+        entry: &Arc<SocketEntry>,
+        events: &PresenceEvents,
+    ) -> bool {
+        let edit = |map: &crate::index::Map<Arc<Devices>>| {
             let Some(existing) = map.get(user) else {
                 return (false, None);
             };
@@ -88,9 +108,16 @@ impl Presence {
                 // ORDERING: statistics counter, no data depends on it.
                 self.went_offline.fetch_add(1, Ordering::Relaxed);
             } else {
-                next.insert(StrArc::from(user), Arc::new(Devices(remaining)));
+                next.insert(StrArc::clone(user), Arc::new(Devices(remaining)));
             }
             (last, Some(next))
+        };
+        self.users.update_then(user, edit, |&last| {
+            if last {
+                events.local(|| PresenceEvent::Offline {
+                    user: StrArc::clone(user),
+                });
+            }
         })
     }
 

@@ -38,6 +38,7 @@ use smallvec::SmallVec;
 
 use crate::entry::SocketEntry;
 use crate::message::SocketMessage;
+use crate::presence_events::{PresenceEvent, PresenceEvents, PresenceKey};
 use crate::queue::Shared;
 use crate::report::BroadcastReport;
 use crate::sync::{Arc, AtomicCell, AtomicPtr, HashState, Loaded, Mutex, Ordering, lock};
@@ -210,6 +211,14 @@ impl Drop for RetireLink {
     }
 }
 
+/// The presence key of a socket: its user, or itself if anonymous.
+pub(crate) fn presence_key(socket: &crate::socket::WebSocket) -> PresenceKey {
+    match socket.user_arc() {
+        Some(user) => PresenceKey::User(StrArc::clone(user)),
+        None => PresenceKey::Socket(StrArc::clone(&socket.id)),
+    }
+}
+
 /// A room in the hub's index: its name, its current snapshot and its writer state.
 pub(crate) struct RoomCell {
     pub(crate) name: StrArc<str>,
@@ -225,6 +234,10 @@ struct RoomWriter {
     /// Set when the last member left: the room is being removed from the index and must not
     /// be joined; a joiner creates a fresh room instead.
     dead: bool,
+    /// Authenticated users with a socket in the room → how many of their sockets are in it.
+    /// Invariant: equals the count over `positions`; a user with none has no entry. Kept
+    /// here so a user's first join and last leave are decided under the room's own lock.
+    users: HashMap<StrArc<str>, u32, HashState>,
 }
 
 pub(crate) enum JoinOutcome {
@@ -248,6 +261,7 @@ impl RoomCell {
                 positions: HashMap::default(),
                 chunks: Vec::new(),
                 dead: false,
+                users: HashMap::default(),
             }),
         }
     }
@@ -286,7 +300,9 @@ impl RoomCell {
         self.members.store(Arc::new(next));
     }
 
-    pub(crate) fn insert(&self, entry: &Arc<SocketEntry>) -> JoinOutcome {
+    /// Adds a member; a first device of its user (or an anonymous socket) is announced to
+    /// `events` before the lock is released, so one room's events keep their order.
+    pub(crate) fn insert(&self, entry: &Arc<SocketEntry>, events: &PresenceEvents) -> JoinOutcome {
         let mut guard = lock(&self.writer);
         let w = &mut *guard;
         if w.dead {
@@ -307,10 +323,26 @@ impl RoomCell {
         }
         w.positions.insert(member.key(), (Arc::clone(entry), pos));
         self.publish(w, Retired::new());
+        let first = match entry.socket.user_arc() {
+            Some(user) => {
+                let count = w.users.entry(StrArc::clone(user)).or_insert(0);
+                *count += 1;
+                *count == 1
+            }
+            None => true,
+        };
+        if first {
+            events.local(|| PresenceEvent::Joined {
+                room: StrArc::clone(&self.name),
+                member: presence_key(&entry.socket),
+            });
+        }
         JoinOutcome::Joined
     }
 
-    pub(crate) fn remove(&self, entry: &SocketEntry) -> LeaveOutcome {
+    /// Removes a member; a last device of its user (or an anonymous socket) is announced to
+    /// `events` before the lock is released.
+    pub(crate) fn remove(&self, entry: &SocketEntry, events: &PresenceEvents) -> LeaveOutcome {
         let mut guard = lock(&self.writer);
         let w = &mut *guard;
         let key = entry as *const SocketEntry as usize;
@@ -354,11 +386,53 @@ impl RoomCell {
             w.chunks[lc] = Arc::new(Chunk(last_chunk.into_boxed_slice()));
         }
         self.publish(w, retired);
+        let last_device = match entry.socket.user_arc() {
+            Some(user) => match w.users.get_mut(user) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                _ => {
+                    w.users.remove(user);
+                    true
+                }
+            },
+            None => true,
+        };
         let now_empty = last == 0;
         if now_empty {
             w.dead = true;
         }
+        // PLANTED BUG (loom builds with `--cfg nucleus_loom_planted_presence_bug` only): the
+        // `Left` is emitted after the writer lock is released, so a racing join's `Joined`
+        // can overtake it. Loom model (j) must catch this.
+        #[cfg(nucleus_loom_planted_presence_bug)]
+        drop(guard);
+        if last_device {
+            events.local(|| PresenceEvent::Left {
+                room: StrArc::clone(&self.name),
+                member: presence_key(&entry.socket),
+            });
+        }
         LeaveOutcome::Left { now_empty }
+    }
+
+    /// Who is present in the room: each authenticated user once, each anonymous socket.
+    pub(crate) fn presence(&self) -> Vec<PresenceKey> {
+        let w = lock(&self.writer);
+        let mut out: Vec<PresenceKey> = w
+            .users
+            .keys()
+            .map(|u| PresenceKey::User(StrArc::clone(u)))
+            .collect();
+        out.extend(
+            w.positions
+                .values()
+                .filter(|(e, _)| e.socket.user_arc().is_none())
+                .map(|(e, _)| PresenceKey::Socket(StrArc::clone(&e.socket.id))),
+        );
+        out.sort_unstable();
+        out
     }
 
     /// Whether the room has been emptied and is on its way out of the index.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use crate::queue::QueueConfig;
 use crate::server::auth::{Admission, Rejection, UpgradeRequest};
+use crate::server::origin::OriginPolicy;
+use crate::server::rate_limit::RateLimit;
 
 /// The auth hook's type: a synchronous decision over the HTTP upgrade request.
 pub(crate) type AuthHook =
@@ -25,7 +27,8 @@ pub(crate) type AuthHook =
 /// | [`ping_interval`](Self::ping_interval) | 30 s |
 /// | [`idle_timeout`](Self::idle_timeout) | 75 s (nothing received for that long: close 1001) |
 /// | [`queue`](Self::queue) | [`QueueConfig::default`]: 4,096 messages, 1 MiB, close 1008 on overflow |
-/// | [`allowed_origins`](Self::allowed_origins) | any Origin |
+/// | Origin ([`same_origin`](Self::same_origin)) | same origin: an `Origin` header must name the request's `Host` (else 403); no `Origin` is allowed |
+/// | [`inbound_rate`](Self::inbound_rate) | [`RateLimit::default`]: 50 messages/s, bursts of 100; over it an error frame, then close 1008 |
 /// | [`auth`](Self::auth) | none: every client is anonymous |
 /// | [`read_buffer_size`](Self::read_buffer_size) | 1 KiB |
 /// | [`write_batch`](Self::write_batch) | 256 messages per flush |
@@ -64,7 +67,8 @@ pub struct ServerConfig {
     pub(crate) ping_interval: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) queue: QueueConfig,
-    pub(crate) allowed_origins: Option<Arc<[Box<str>]>>,
+    pub(crate) origins: OriginPolicy,
+    pub(crate) inbound_rate: Option<RateLimit>,
     pub(crate) auth: Option<AuthHook>,
     pub(crate) read_buffer_size: usize,
     pub(crate) write_batch: usize,
@@ -82,7 +86,8 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(75),
             queue: QueueConfig::default(),
-            allowed_origins: None,
+            origins: OriginPolicy::SameOrigin,
+            inbound_rate: Some(RateLimit::default()),
             auth: None,
             read_buffer_size: 1024,
             write_batch: 256,
@@ -153,9 +158,10 @@ impl ServerConfig {
     }
 
     /// Accept only these `Origin` header values (exact, ASCII case-insensitive match, for
-    /// example `"https://example.com"`); any other Origin gets HTTP 403 before the upgrade.
-    /// Requests without an `Origin` header (non-browser clients; browsers always send it) are
-    /// not affected: use [`auth`](Self::auth) to authenticate those.
+    /// example `"https://example.com"`) instead of the same-origin default; any other Origin
+    /// gets HTTP 403 before the upgrade. Requests without an `Origin` header (non-browser
+    /// clients; browsers always send it) are not affected: use [`auth`](Self::auth) to
+    /// authenticate those.
     pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -165,13 +171,33 @@ impl ServerConfig {
             .into_iter()
             .map(|o| o.into().into_boxed_str())
             .collect();
-        self.allowed_origins = Some(list.into());
+        self.origins = OriginPolicy::AllowList(list.into());
         self
     }
 
-    /// Accept any Origin (the default).
+    /// Accept any Origin. Only for servers that authenticate every connection by something a
+    /// browser does not attach by itself (a token in the URL or a header, not a cookie):
+    /// otherwise any web page can open a connection with the user's cookies.
     pub fn any_origin(mut self) -> Self {
-        self.allowed_origins = None;
+        self.origins = OriginPolicy::Any;
+        self
+    }
+
+    /// The default Origin rule: an upgrade that carries an `Origin` header is accepted only
+    /// if the Origin's `host[:port]` is the request's `Host` (a port left out is the scheme's
+    /// default); others get HTTP 403. Requests without an `Origin` are accepted (see
+    /// [`allowed_origins`](Self::allowed_origins)). Behind a proxy that rewrites `Host`, use
+    /// an allow-list.
+    pub fn same_origin(mut self) -> Self {
+        self.origins = OriginPolicy::SameOrigin;
+        self
+    }
+
+    /// The inbound rate limit of each connection (text and binary messages), or `None` for no
+    /// limit. Over the limit a message is dropped and answered with an error frame; a client
+    /// that keeps on is closed with 1008. See [`RateLimit`] for the default.
+    pub fn inbound_rate(mut self, limit: Option<RateLimit>) -> Self {
+        self.inbound_rate = limit;
         self
     }
 
@@ -263,12 +289,20 @@ impl ServerConfig {
         self.queue
     }
 
-    /// The accepted `Origin` values, or `None` when any Origin is accepted
-    /// ([`allowed_origins`](Self::allowed_origins), [`any_origin`](Self::any_origin)).
+    /// The accepted `Origin` values when an allow-list is set
+    /// ([`allowed_origins`](Self::allowed_origins)); `None` under the same-origin default or
+    /// [`any_origin`](Self::any_origin) (see [`origin_policy`](Self::origin_policy)).
     pub fn origins(&self) -> Option<impl Iterator<Item = &str>> {
-        self.allowed_origins
-            .as_deref()
-            .map(|list| list.iter().map(|o| &**o))
+        match &self.origins {
+            OriginPolicy::AllowList(list) => Some(list.iter().map(|o| &**o)),
+            _ => None,
+        }
+    }
+
+    /// The Origin rule in force ([`same_origin`](Self::same_origin),
+    /// [`allowed_origins`](Self::allowed_origins), [`any_origin`](Self::any_origin)).
+    pub fn origin_policy(&self) -> &OriginPolicy {
+        &self.origins
     }
 
     /// Whether an auth hook is installed ([`auth`](Self::auth)).
@@ -296,13 +330,14 @@ impl ServerConfig {
         self.shutdown_timeout
     }
 
-    pub(crate) fn origin_allowed(&self, origin: Option<&[u8]>) -> bool {
-        match (&self.allowed_origins, origin) {
-            (None, _) | (Some(_), None) => true,
-            (Some(list), Some(origin)) => list
-                .iter()
-                .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin)),
-        }
+    /// The Origin rule over an upgrade's `Origin` and `Host` header values.
+    pub(crate) fn origin_allowed(&self, origin: Option<&[u8]>, host: Option<&[u8]>) -> bool {
+        self.origins.allows(origin, host)
+    }
+
+    /// The inbound rate limit, if any ([`inbound_rate`](Self::inbound_rate)).
+    pub fn inbound_rate_limit(&self) -> Option<&RateLimit> {
+        self.inbound_rate.as_ref()
     }
 }
 
@@ -316,7 +351,8 @@ impl fmt::Debug for ServerConfig {
             .field("ping_interval", &self.ping_interval)
             .field("idle_timeout", &self.idle_timeout)
             .field("queue", &self.queue)
-            .field("allowed_origins", &self.allowed_origins)
+            .field("origins", &self.origins)
+            .field("inbound_rate", &self.inbound_rate)
             .field("auth", &self.auth.as_ref().map(|_| "<hook>"))
             .field("read_buffer_size", &self.read_buffer_size)
             .field("write_batch", &self.write_batch)

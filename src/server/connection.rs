@@ -27,11 +27,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tracing::{debug, warn};
 
+use crate::disconnect::DisconnectReason;
 use crate::error::StreamError;
 use crate::hub::StreamHub;
 use crate::message::{SocketMessage, Utf8Bytes};
 use crate::queue::{CloseReason, channel};
 use crate::server::auth::{Admission, UpgradeRequest};
+use crate::server::rate_limit::{InboundGate, Verdict};
 use crate::server::{ServerConfig, ServerShared};
 use crate::socket::WebSocket;
 use crate::sync::{AtomicU64, Ordering};
@@ -74,6 +76,26 @@ enum End {
     Shutdown(Instant),
     /// Writing to the client failed.
     WriteFailed(WsError),
+    /// The client kept sending over the inbound rate limit; close with 1008.
+    RateLimited,
+}
+
+impl End {
+    /// The public reason of this end.
+    fn reason(&self) -> DisconnectReason {
+        match self {
+            End::PeerClosed(code) => DisconnectReason::ClientClosed { code: *code },
+            End::PeerGone(_) | End::WriteFailed(_) => DisconnectReason::ConnectionLost,
+            End::Fault(code, _) => DisconnectReason::ProtocolError { code: *code },
+            End::SlowConsumer | End::QueueClosed(CloseReason::SlowConsumer) => {
+                DisconnectReason::SlowConsumer
+            }
+            End::QueueClosed(_) => DisconnectReason::Unregistered,
+            End::Idle => DisconnectReason::IdleTimeout,
+            End::Shutdown(_) => DisconnectReason::ServerShutdown,
+            End::RateLimited => DisconnectReason::RateLimited,
+        }
+    }
 }
 
 impl std::fmt::Display for End {
@@ -89,6 +111,7 @@ impl std::fmt::Display for End {
             End::Idle => write!(f, "idle timeout"),
             End::Shutdown(_) => write!(f, "server shutdown"),
             End::WriteFailed(e) => write!(f, "write failed: {e}"),
+            End::RateLimited => write!(f, "over the inbound rate limit, close 1008"),
         }
     }
 }
@@ -175,7 +198,8 @@ async fn handshake(
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
         let origin = request.headers().get(header::ORIGIN).map(|v| v.as_bytes());
-        if !config.origin_allowed(origin) {
+        let host = request.headers().get(header::HOST).map(|v| v.as_bytes());
+        if !config.origin_allowed(origin, host) {
             refusal = Some(StatusCode::FORBIDDEN);
             return Err(error_response(
                 StatusCode::FORBIDDEN,
@@ -261,7 +285,7 @@ async fn open(
     let (end, ws) = run(shared, ws, &socket, &mut rx, &mut shutdown).await;
     match &end {
         // Faults: the client broke a rule or stopped responding.
-        End::Fault(..) | End::SlowConsumer | End::Idle => {
+        End::Fault(..) | End::SlowConsumer | End::Idle | End::RateLimited => {
             warn!(id = %socket.id, reason = %end, "connection closed")
         }
         // Ordinary ends, including clients that vanish mid-write.
@@ -273,9 +297,8 @@ async fn open(
     }
 
     // --- Close: unregister first so nothing new is queued, then finish the handshake. ---
-    hub.unregister(&socket.id).await;
+    let disconnect = hub.end_connection(&socket, end.reason()).await;
     registration.armed = false;
-    let id = Arc::clone(&socket.id);
     drop(socket);
     // The closing steps are boxed for the same reason as the handshake.
     let closing = match ws {
@@ -283,7 +306,7 @@ async fn open(
         None => None,
     };
     drop(rx);
-    shared.handler.on_disconnect(hub, &id).await;
+    shared.handler.on_disconnect_with(hub, &disconnect).await;
     if let Some((ws, deadline)) = closing {
         Box::pin(linger(ws, deadline)).await;
     }
@@ -311,6 +334,7 @@ async fn run(
     let mut timer = std::pin::pin!(timer);
     let mut batch: Vec<SocketMessage> = Vec::new();
     let mut flushing = false;
+    let mut inbound = InboundGate::new(config.inbound_rate.as_ref());
 
     loop {
         let event = poll_fn(|cx| {
@@ -351,6 +375,11 @@ async fn run(
                     // control frame counts as activity.
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 };
+                match inbound.check(hub, socket, msg.len()) {
+                    Verdict::Admit => {}
+                    Verdict::Refuse => continue,
+                    Verdict::Close => return (End::RateLimited, Some(ws)),
+                }
                 shared.handler.on_message(hub, socket, msg).await;
             }
             Event::Tick => {
@@ -516,6 +545,7 @@ async fn send_close(
             },
         )),
         End::SlowConsumer => Some(close_frame(SLOW_CONSUMER_CODE, "slow consumer")),
+        End::RateLimited => Some(close_frame(1008, "rate limit exceeded")),
         End::QueueClosed(_) => Some(close_frame(1000, "")),
         End::Idle => Some(close_frame(1001, "idle timeout")),
         End::Shutdown(at) => {

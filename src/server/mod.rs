@@ -5,15 +5,17 @@
 //! runtime and returns a [`ServerHandle`]. Each accepted connection:
 //!
 //! 1. completes the HTTP upgrade within [`handshake_timeout`](ServerConfig::handshake_timeout):
-//!    a disallowed `Origin` gets 403, the [auth hook](ServerConfig::auth) may refuse with any
+//!    an `Origin` of another site gets 403 (same-origin by default), the [auth hook](ServerConfig::auth) may refuse with any
 //!    status, and past [`max_connections`](ServerConfig::max_connections) the answer is 503;
 //! 2. is registered in the hub under a server-generated id (as its user, if the hook named
 //!    one) and [`on_connect`](StreamHandler::on_connect) runs;
 //! 3. then one task serves it: text and binary messages go to
 //!    [`on_message`](StreamHandler::on_message) in order, pings are answered, and everything
 //!    queued for it is written in batches — one flush per batch, not one write per message;
-//! 4. on any end it is unregistered, then [`on_disconnect`](StreamHandler::on_disconnect) runs
-//!    exactly once. The task ends with the connection.
+//! 4. on any end it is unregistered, then
+//!    [`on_disconnect_with`](StreamHandler::on_disconnect_with) runs exactly once with the
+//!    socket, its rooms and the [`DisconnectReason`](crate::DisconnectReason). The task ends
+//!    with the connection.
 //!
 //! # Close codes
 //!
@@ -26,6 +28,7 @@
 //! | nothing received within the idle timeout | 1001 |
 //! | graceful shutdown | 1001 |
 //! | the application unregistered the socket or closed its queue | 1000, after the backlog |
+//! | over the [inbound rate limit](ServerConfig::inbound_rate) and still sending | 1008 ("rate limit exceeded"), after error frames |
 //!
 //! # Examples
 //!
@@ -57,6 +60,8 @@
 mod auth;
 mod config;
 mod connection;
+mod origin;
+mod rate_limit;
 
 use std::io;
 use std::net::SocketAddr;
@@ -76,6 +81,8 @@ use crate::sync::{AtomicUsize, Ordering};
 
 pub use auth::{Admission, Rejection, UpgradeRequest};
 pub use config::ServerConfig;
+pub use origin::OriginPolicy;
+pub use rate_limit::RateLimit;
 
 /// Over-limit connections answered with 503 at the same time; beyond this they are dropped
 /// without a reply (a flood must not buy a task per connection).

@@ -79,3 +79,7 @@ impl<T> AtomicCell<T> {
         *g = value;
     }
 }
+
+/// Statistics counters (totals, advisory gates): no data depends on them, so they stay std
+/// atomics and loom does not explore their commutative orderings.
+pub(crate) use std::sync::atomic::{AtomicU64 as StatU64, AtomicUsize as StatUsize};

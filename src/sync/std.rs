@@ -64,3 +64,7 @@ impl<T> AtomicCell<T> {
         self.0.store(value);
     }
 }
+
+/// Statistics counters (totals, advisory gates): no data depends on them. Under loom they stay
+/// std atomics, so the model checker does not explore their commutative orderings.
+pub(crate) use std::sync::atomic::{AtomicU64 as StatU64, AtomicUsize as StatUsize};

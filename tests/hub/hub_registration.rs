@@ -39,7 +39,11 @@ fn unregister_removes_from_every_room_and_user_and_closes_the_queue() {
             .unwrap();
 
         let removed = hub.unregister("s").await.expect("was registered");
-        assert_eq!(&*removed.id, "s");
+        assert_eq!(&*removed.socket.id, "s");
+        let mut left: Vec<&str> = removed.rooms.iter().map(|r| &**r).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["a", "b", "c"], "unregister says which rooms it left");
+        assert!(removed.went_offline, "alice's only socket");
 
         assert_eq!(
             hub.list_rooms().await,

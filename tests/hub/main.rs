@@ -8,5 +8,6 @@ mod guide;
 mod hub_registration;
 mod hub_stress;
 mod presence_devices;
+mod presence_events;
 mod room_large;
 mod room_semantics;

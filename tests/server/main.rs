@@ -5,8 +5,15 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// The chat example, shared by its protocol and metrics tests.
+#[allow(dead_code)]
+#[path = "../../examples/chat.rs"]
+mod chat;
+
+mod chat_metrics;
 mod chat_protocol;
 mod echo_example;
+mod server_events;
 mod server_faults;
 mod server_handshake;
 mod server_heartbeat;

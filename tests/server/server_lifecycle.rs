@@ -11,7 +11,9 @@ use tokio_tungstenite::tungstenite::Message;
 async fn messages_reach_the_handler_in_order_and_echo_back_in_order() {
     let hub = StreamHub::new();
     let rec = Recorder::new(Some("lobby"), true);
-    let server = start(&hub, rec.clone(), ServerConfig::default()).await;
+    // A burst of 200 is over the default inbound rate limit (bursts of 100): lift it.
+    let config = ServerConfig::default().inbound_rate(None);
+    let server = start(&hub, rec.clone(), config).await;
     let mut ws = ws_connect(server.local_addr(), "/").await;
 
     let mut expected = Vec::new();
