@@ -636,6 +636,10 @@ impl StreamHub {
     /// Queues a message for every member of several rooms, each recipient once however many
     /// of the rooms it is in (Socket.IO's `to([a, b])`), optionally except one socket.
     ///
+    /// With a cluster attached, "once" holds for this node's members only: each room is
+    /// forwarded to the other nodes separately, so a remote member of two of the rooms gets
+    /// the message twice (a multi-room envelope would fix it; not done yet).
+    ///
     /// # Errors
     ///
     /// [`StreamError::EmptyRoomName`] / [`StreamError::RoomNameTooLong`] if any name is bad;
@@ -894,6 +898,10 @@ impl StreamHub {
     /// Subscribes to this hub's presence events (see [`PresenceSubscription`]): a user online
     /// or offline, a member's first device joining a room or last leaving. The subscription
     /// sees the transitions that happen after this returns.
+    ///
+    /// **Local** (for now): with a cluster attached, these are still this node's transitions
+    /// (alice's first device *on this node*, not in the cluster); the cluster does not yet
+    /// install the relay that would turn them into cluster-wide transitions.
     pub fn subscribe_presence(&self) -> PresenceSubscription {
         self.inner.events.subscribe()
     }
