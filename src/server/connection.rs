@@ -14,21 +14,20 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep, sleep, timeout, timeout_at};
+use tokio::time::{Instant, Sleep, sleep, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{self, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{debug, warn};
 
-use crate::server::auth::{Admission, UpgradeRequest};
-use crate::server::{ServerConfig, ServerShared};
+use crate::server::auth::Admission;
+use crate::server::config::ServerConfig;
+use crate::server::service::ServiceShared;
 use crate::sync::{AtomicU64, Ordering};
 use crate::{CloseReason, SocketMessage, StreamError, StreamHub, Utf8Bytes, WebSocket, channel};
 
@@ -47,7 +46,18 @@ fn next_socket_id() -> StrArc<str> {
 
 /// An upgraded connection. Boxed so that moving it between the phases of a connection moves
 /// a pointer, and so that each phase's future does not carry its own copy of it.
-type Ws = Box<WebSocketStream<TcpStream>>;
+type Ws<S> = Box<WebSocketStream<S>>;
+
+/// The tungstenite configuration of a connection under `config`.
+fn ws_config(config: &ServerConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer_size)
+        // Frames accumulate in the write buffer until the batch's single flush (a batch
+        // larger than this is written in pieces of about this size).
+        .write_buffer_size(64 * 1024)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_frame_size))
+}
 
 /// The shutdown signal: `Some(deadline)` once a graceful shutdown has begun.
 pub(crate) type ShutdownRx = watch::Receiver<Option<Instant>>;
@@ -114,113 +124,27 @@ impl Drop for Registration {
     }
 }
 
-/// Answers an over-limit connection with HTTP 503 (within the handshake timeout).
-pub(crate) async fn refuse(shared: StrArc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
-    // The callback's signature is tungstenite's `Callback`.
-    #[allow(clippy::result_large_err)]
-    let refuse = |_: &Request, _: Response| -> Result<Response, ErrorResponse> {
-        Err(error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("too many connections".into()),
-        ))
-    };
-    let handshake =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, refuse, Some(shared.ws_config));
-    let _ = timeout(shared.config.handshake_timeout, handshake).await;
-    warn!(%peer, "connection refused with 503: at max_connections");
-}
-
-fn error_response(status: StatusCode, body: Option<String>) -> ErrorResponse {
-    let mut response = http::Response::new(body);
-    *response.status_mut() = status;
-    response
-}
-
-/// Runs one accepted connection to its end.
-pub(crate) async fn serve(
-    shared: StrArc<ServerShared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    mut shutdown: ShutdownRx,
-) {
-    // Boxed: the handshake's state is large and lives only until the upgrade; inline, it
-    // would size every connection's task for its whole life. A shutdown abandons it.
-    let upgraded = tokio::select! {
-        upgraded = Box::pin(handshake(&shared, stream, peer)) => upgraded,
-        _ = shutdown.wait_for(Option::is_some) => None,
-    };
-    let Some((ws, admission)) = upgraded else {
-        return;
-    };
-    open(&shared, ws, admission, peer, shutdown).await;
-}
-
-/// The upgrade: Origin, then auth, inside the HTTP handshake, bounded by the timeout.
-async fn handshake(
-    shared: &ServerShared,
-    stream: TcpStream,
-    peer: SocketAddr,
-) -> Option<(Ws, Admission)> {
-    let _ = stream.set_nodelay(true);
-    let config = &shared.config;
-
-    // --- Handshake: Origin, then auth, inside the upgrade; bounded by the timeout. ---
-    let mut admission: Option<Admission> = None;
-    let mut refusal: Option<StatusCode> = None;
-    // The callback's signature is tungstenite's `Callback`.
-    #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, response: Response| {
-        let origin = request.headers().get(header::ORIGIN).map(|v| v.as_bytes());
-        if !config.origin_allowed(origin) {
-            refusal = Some(StatusCode::FORBIDDEN);
-            return Err(error_response(
-                StatusCode::FORBIDDEN,
-                Some("origin not allowed".into()),
-            ));
-        }
-        let decision = match &config.auth {
-            None => Ok(Admission::anonymous()),
-            Some(hook) => hook(&UpgradeRequest::new(request, peer)),
-        };
-        match decision {
-            Ok(a) => {
-                admission = Some(a);
-                Ok(response)
-            }
-            Err(rejection) => {
-                refusal = Some(rejection.status_code());
-                let status = rejection.status_code();
-                Err(error_response(status, rejection.into_body()))
-            }
-        }
-    };
-    let upgrade =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(shared.ws_config));
-    match timeout(config.handshake_timeout, upgrade).await {
-        Ok(Ok(ws)) => Some((Box::new(ws), admission.unwrap_or_default())),
-        Ok(Err(e)) => {
-            match refusal {
-                Some(status) => debug!(%peer, %status, "upgrade refused"),
-                None => warn!(%peer, error = %e, "handshake failed"),
-            }
-            None
-        }
-        Err(_) => {
-            warn!(%peer, "handshake timed out");
-            None
-        }
-    }
-}
-
 /// An open connection: register, serve, close, unregister.
-async fn open(
-    shared: &ServerShared,
-    ws: Ws,
+pub(crate) async fn open<S>(
+    shared: &ServiceShared,
+    stream: S,
+    leftover: Vec<u8>,
     admission: Admission,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
     mut shutdown: ShutdownRx,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let config = &shared.config;
+    let ws: Ws<S> = Box::new(
+        WebSocketStream::from_partially_read(
+            stream,
+            leftover,
+            Role::Server,
+            Some(ws_config(config)),
+        )
+        .await,
+    );
 
     // --- Register. ---
     let hub = &shared.hub;
@@ -239,7 +163,7 @@ async fn open(
             // Another transport on the same hub uses this id: take the next one.
             Err(StreamError::SocketExists(_)) => continue,
             Err(e) => {
-                warn!(%peer, error = %e, "register failed");
+                warn!(?peer, error = %e, "register failed");
                 return;
             }
         }
@@ -250,7 +174,7 @@ async fn open(
         id: StrArc::clone(&socket.id),
         armed: true,
     };
-    debug!(%peer, id = %socket.id, user = socket.user_id(), "connection opened");
+    debug!(?peer, id = %socket.id, user = socket.user_id(), "connection opened");
 
     // --- Run. ---
     shared.handler.on_connect(hub, &socket).await;
@@ -287,13 +211,13 @@ async fn open(
 
 /// The read/write loop. Returns why it ended and, unless the TCP connection is already
 /// unusable, the stream for the closing handshake.
-async fn run(
-    shared: &ServerShared,
-    mut ws: Ws,
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &ServiceShared,
+    mut ws: Ws<S>,
     socket: &WebSocket,
     rx: &mut crate::Receiver,
     shutdown: &mut ShutdownRx,
-) -> (End, Option<Ws>) {
+) -> (End, Option<Ws<S>>) {
     let config = &shared.config;
     let hub = &shared.hub;
     if let Some(deadline) = *shutdown.borrow_and_update() {
@@ -377,9 +301,9 @@ async fn run(
 
 /// One poll of everything a connection waits on. See the module docs for the order.
 #[allow(clippy::too_many_arguments)]
-fn poll_once(
+fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<S>,
     rx: &mut crate::Receiver,
     batch: &mut Vec<SocketMessage>,
     flushing: &mut bool,
@@ -493,12 +417,12 @@ fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
 /// client closed first: tungstenite then replies with its own) — and flushes, all before the
 /// close deadline: the close timeout, or the shutdown deadline if earlier. Returns the stream
 /// and the deadline for [`linger`], or `None` if the connection is already unusable.
-async fn send_close(
-    mut ws: Ws,
+async fn send_close<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: Ws<S>,
     end: &End,
     rx: &mut crate::Receiver,
     config: &ServerConfig,
-) -> Option<(Ws, Instant)> {
+) -> Option<(Ws<S>, Instant)> {
     let mut deadline = Instant::now() + config.close_timeout;
     let frame = match end {
         End::PeerClosed(_) => None,
@@ -563,7 +487,7 @@ async fn send_close(
 /// Half-closes the TCP connection and reads (discarding) until the client closes its side or
 /// the deadline passes. Dropping a socket with unread input makes the kernel send a reset,
 /// which can destroy our close frame before the client reads it; this avoids that.
-async fn linger(mut ws: Ws, deadline: Instant) {
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut ws: Ws<S>, deadline: Instant) {
     let tcp = ws.get_mut();
     let draining = async {
         if tcp.shutdown().await.is_err() {

@@ -1,0 +1,103 @@
+//! `StreamService::serve_upgraded`: the hub's connection on a byte stream that another stack
+//! upgraded (here a hand-rolled HTTP upgrade over a real loopback `TcpStream`).
+
+#![cfg(feature = "server")]
+
+mod support;
+
+use std::time::Duration;
+
+use nucleus_stream::StreamHub;
+use nucleus_stream::server::{Admission, ServerConfig, StreamService};
+use support::wire::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// Accepts one TCP connection and answers its upgrade request by hand, as a foreign stack
+/// would, then hands the stream to the service. The client's first frame is sent right after
+/// its request, so it may already be in the socket when the service starts reading.
+async fn foreign_upgrade(listener: &TcpListener) -> TcpStream {
+    let (mut stream, _) = listener.accept().await.expect("accept");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.expect("read request");
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8(head).expect("ascii head");
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .expect("key");
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.trim().as_bytes())
+    );
+    stream
+        .write_all(response.as_bytes())
+        .await
+        .expect("respond");
+    stream
+}
+
+#[tokio::test]
+async fn an_upgraded_stream_runs_the_hubs_connection_and_shuts_down_with_1001() {
+    let hub = StreamHub::new();
+    let rec = Recorder::new(Some("lobby"), true);
+    let service =
+        StreamService::with_shared_handler(hub.clone(), rec.clone(), ServerConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    let client = tokio::spawn(async move {
+        let mut c = RawClient::connect(addr, "/", &[]).await.expect_open();
+        c.send_text("hello").await;
+        c
+    });
+    let stream = within("the upgrade", foreign_upgrade(&listener)).await;
+    let task = tokio::spawn(service.serve_upgraded(stream, Admission::user("alice"), None));
+    let mut c = client.await.unwrap();
+
+    // The echo comes back through the hub's queue and writer.
+    let frame = within("the echo", c.read_frame()).await.expect("a frame");
+    assert_eq!(frame.payload, b"hello");
+    assert_eq!(service.connections(), 1);
+    assert_eq!(hub.connection_count().await, 1);
+    assert!(hub.is_user_online("alice").await);
+
+    // Graceful shutdown reaches the socket: 1001, then the connection ends, on_disconnect ran.
+    service.shutdown();
+    let code = within("the close", c.read_until_close(|_| {})).await;
+    assert_eq!(code, Some(1001));
+    drop(c);
+    within("stopped", service.stopped()).await;
+    task.await.unwrap();
+    assert_eq!(service.connections(), 0);
+    assert_eq!(hub.connection_count().await, 0);
+    assert_eq!(rec.disconnects().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_served_after_shutdown_is_closed_at_once() {
+    let hub = StreamHub::new();
+    let rec = Recorder::new(None, true);
+    let config = ServerConfig::default().shutdown_timeout(Duration::from_secs(2));
+    let service = StreamService::with_shared_handler(hub.clone(), rec.clone(), config);
+    service.shutdown();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client =
+        tokio::spawn(async move { RawClient::connect(addr, "/", &[]).await.expect_open() });
+    let stream = within("the upgrade", foreign_upgrade(&listener)).await;
+    let task = tokio::spawn(service.serve_upgraded(stream, Admission::anonymous(), None));
+    let mut c = client.await.unwrap();
+    assert_eq!(
+        within("the close", c.read_until_close(|_| {})).await,
+        Some(1001)
+    );
+    drop(c);
+    within("the connection to end", task).await.unwrap();
+    within("stopped", service.stopped()).await;
+    assert_eq!(hub.connection_count().await, 0);
+}
