@@ -57,6 +57,8 @@
 mod auth;
 mod config;
 mod connection;
+mod frame;
+mod outbox;
 mod service;
 mod upgrade;
 
