@@ -213,7 +213,13 @@ async fn main() -> std::io::Result<()> {
     );
 
     tokio::signal::ctrl_c().await?;
-    println!("shutting down ({} connections)", server.connections());
+    let hub = server.hub().clone();
+    println!(
+        "shutting down ({} connections; hub: {} sockets, {} rooms)",
+        server.connections(),
+        hub.connection_count().await,
+        hub.list_rooms().await.len()
+    );
     server.shutdown_and_wait().await;
     Ok(())
 }

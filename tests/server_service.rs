@@ -10,36 +10,7 @@ use std::time::Duration;
 use nucleus_stream::StreamHub;
 use nucleus_stream::server::{Admission, ServerConfig, StreamService};
 use support::wire::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-
-/// Accepts one TCP connection and answers its upgrade request by hand, as a foreign stack
-/// would, then hands the stream to the service. The client's first frame is sent right after
-/// its request, so it may already be in the socket when the service starts reading.
-async fn foreign_upgrade(listener: &TcpListener) -> TcpStream {
-    let (mut stream, _) = listener.accept().await.expect("accept");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.expect("read request");
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8(head).expect("ascii head");
-    let key = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-        .expect("key");
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-        derive_accept_key(key.trim().as_bytes())
-    );
-    stream
-        .write_all(response.as_bytes())
-        .await
-        .expect("respond");
-    stream
-}
+use tokio::net::TcpListener;
 
 #[tokio::test]
 async fn an_upgraded_stream_runs_the_hubs_connection_and_shuts_down_with_1001() {
