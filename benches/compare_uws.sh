@@ -55,7 +55,7 @@ start_server() { # kind -> sets SERVER_PID, URL
   local kind=$1 log="$OUT/server-$1.log"
   : >"$log"
   if [ "$kind" = nucleus ]; then
-    RUST_LOG=error TOKIO_WORKER_THREADS=1 taskset -c "$SERVER_CPU" target/release/examples/chat 127.0.0.1:0 >"$log" 2>&1 &
+    RUST_LOG=error taskset -c "$SERVER_CPU" target/release/examples/chat 127.0.0.1:0 >"$log" 2>&1 &
   else
     NODE_PATH="$UWS_DIR/node_modules" taskset -c "$SERVER_CPU" node benches/uws_chat.js 0 >"$log" 2>&1 &
   fi

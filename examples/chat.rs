@@ -201,7 +201,18 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9001".to_string());
-    let config = ServerConfig::default().max_connections(100_000);
+    let mut config = ServerConfig::default().max_connections(100_000);
+    // Measurement knobs of the wire path (benches/compare_uws.sh, BENCHMARKS.md): e.g.
+    // NUCLEUS_WRITE_LATE=0, NUCLEUS_COALESCE_BELOW=0 (every payload by reference).
+    if let Ok(v) = std::env::var("NUCLEUS_WRITE_LATE") {
+        config = config.write_late(v != "0");
+    }
+    if let Some(n) = std::env::var("NUCLEUS_COALESCE_BELOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config = config.coalesce_below(n);
+    }
     let server = Server::new(StreamHub::new(), ChatHandler::default())
         .config(config)
         .bind(&addr)

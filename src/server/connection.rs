@@ -7,12 +7,13 @@
 //! vectored write); the read side ([`FrameReader`]: the next message or control frame); and
 //! the heartbeat timer. Messages reach `on_message` one at a time, in order, between polls.
 //!
-//! **Write late.** When the writer finds its queue non-empty it first yields once to the
-//! runtime (`tokio::task::yield_now`, which tokio defers until the ready tasks have run and
-//! the I/O driver has been polled), so the messages of one burst — a publisher's broadcasts
-//! to every room member, all the publishers woken by one poll of the driver — are queued
-//! before the writer takes them, and share one `writev`. `BENCHMARKS.md` has the effect on
-//! deliveries per send syscall.
+//! **Write late.** A writer runs when the runtime polls its task, which is after the task
+//! that woke it (a publisher's connection, which handles every message already read before
+//! it returns) has finished its poll: so the messages of one burst are queued before any
+//! writer takes them, and share one `writev` (measured: 29 deliveries per `writev` in the
+//! one-room saturating case). Yielding once more before taking the batch
+//! (`tokio::task::yield_now`, the hidden `write_late` knob) was measured and rejected: it cut
+//! that to 4.9 and quadrupled the CPU per delivery. `BENCHMARKS.md` has the runs.
 //!
 //! The end of a connection is one [`End`]; [`End::close_frame`] is the one place that maps
 //! an end to what is sent to the client.
@@ -124,8 +125,6 @@ enum Event {
     Message(SocketMessage),
     /// A control frame arrived (activity).
     Activity,
-    /// Queued messages are waiting and the writer has not yet yielded for them.
-    WriteLate,
     End(End),
     Tick,
 }
@@ -187,7 +186,9 @@ pub(crate) async fn open<S>(
         for (k, v) in &admission.metadata {
             socket = socket.with_metadata(k.as_str(), v.as_str());
         }
-        match hub.register(socket.clone()).await {
+        // Boxed (here and for `unregister`): the hub's futures are large and live only for
+        // one poll; inline they would size the connection's future.
+        match Box::pin(hub.register(socket.clone())).await {
             Ok(()) => break (socket, rx),
             // Another transport on the same hub uses this id: take the next one.
             Err(StreamError::SocketExists(_)) => continue,
@@ -222,15 +223,17 @@ pub(crate) async fn open<S>(
     }
 
     // --- Close: unregister first so nothing new is queued, then finish the handshake. ---
-    hub.unregister(&socket.id).await;
+    Box::pin(hub.unregister(&socket.id)).await;
     registration.armed = false;
     let id = StrArc::clone(&socket.id);
     drop(socket);
-    let linger_until = send_close(&mut wire, &end, &mut rx, config).await;
+    // The closing steps run once, at the end: boxed, so that their state (timers, a drain
+    // buffer) does not size every connection's future for its whole life.
+    let linger_until = Box::pin(send_close(&mut wire, &end, &mut rx, config)).await;
     drop(rx);
     shared.handler.on_disconnect(hub, &id).await;
     if let Some(deadline) = linger_until {
-        linger(&mut wire.stream, deadline).await;
+        Box::pin(linger(&mut wire.stream, deadline)).await;
     }
 }
 
@@ -275,10 +278,6 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 shared.handler.on_message(hub, socket, msg).await;
             }
             Event::Activity => last_seen = Instant::now(),
-            Event::WriteLate => {
-                tokio::task::yield_now().await;
-                yielded = true;
-            }
             Event::Tick => {
                 let now = Instant::now();
                 let idle_at = last_seen + config.idle_timeout;
@@ -355,7 +354,12 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
             return Poll::Ready(Event::End(End::SlowConsumer));
         }
         if !*yielded && !rx.is_empty() {
-            return Poll::Ready(Event::WriteLate);
+            // Write late: go to the back of the run queue once (a self-wake; unlike
+            // `yield_now`, this does not make the worker poll the I/O driver early), so that
+            // the tasks already ready (other publishers) queue their messages too.
+            *yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         match rx.poll_recv(cx) {
             Poll::Ready(Some(first)) => {
