@@ -10,13 +10,24 @@
 //!
 //! (`--nocapture` also prints how many executions loom explored per model.)
 //!
+//! Under `nucleus_loom` a room chunk holds 4 members (512 otherwise), so model (i) reaches the
+//! cross-chunk move of `RoomCell::remove`. Adding `--cfg nucleus_loom_planted_bug` plants a
+//! bug in that move (the shrunk last chunk is published before the hole is filled); model (i)
+//! must then FAIL, which shows it can:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg nucleus_loom --cfg nucleus_loom_planted_bug" LOOM_MAX_PREEMPTIONS=3 \
+//!     cargo test --release --no-default-features --test loom --target-dir target/loom-planted \
+//!     -- i_leave
+//! ```
+//!
 //! Every model uses at most three threads (the model's main thread plus two) and a hub with
 //! one index shard. Every model drops the hub, the sockets and the receivers before it ends,
 //! so loom's leak check of `loom::sync::Arc` covers every snapshot, entry and queue.
 //!
 //! | model | file |
 //! | --- | --- |
-//! | (a) `join_room` vs `unregister`; (b) emptying leave vs join; (c) two creating joins; (d) broadcast vs join and leave | `rooms.rs` |
+//! | (a) `join_room` vs `unregister`; (b) emptying leave vs join; (c) two creating joins; (d) broadcast vs join and leave; (i) broadcast vs a leave that moves a member across chunks | `rooms.rs` |
 //! | (e) presence of one user's devices | `presence.rs` |
 //! | (f) `send_to` / `send_to_user` vs register and unregister | `direct.rs` |
 //! | (g) the outbound queue: producers, a parking consumer, each overflow policy at its bound | `queue.rs` |

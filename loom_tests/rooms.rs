@@ -1,4 +1,4 @@
-//! Room membership races: models (a) to (d) of the loom suite.
+//! Room membership races: models (a) to (d) and (i) of the loom suite.
 
 use crate::support::*;
 
@@ -188,6 +188,58 @@ fn d_broadcast_vs_join_and_leave_three_threads() {
         assert_eq!(report3.queued, total("m3"));
         assert_eq!(members(&hub, "r"), ["a", "c"]);
         for id in ["a", "b", "c"] {
+            block_on(hub.unregister(id)).unwrap();
+        }
+        assert!(block_on(hub.list_rooms()).is_empty());
+    });
+}
+
+/// (i) A leave that moves a member across chunks, racing a broadcast. Under loom `CHUNK` is 4,
+/// so five members fill chunk 0 (`a b c d`) and start chunk 1 (`e`); `b` leaving moves `e`
+/// from chunk 1 into `b`'s slot in chunk 0 (the cross-chunk branch of `RoomCell::remove`).
+/// Every member other than `b` is in the room throughout, so the racing broadcast reaches
+/// each of them exactly once, whatever the interleaving; afterwards `e`'s new position is
+/// right (it can leave again) and a second broadcast reaches exactly `a c d`.
+///
+/// With `--cfg nucleus_loom_planted_bug` the leave publishes the shrunk last chunk before it
+/// fills the hole, and this model fails: the broadcast can see a snapshot without `e`.
+#[test]
+fn i_leave_moves_member_across_chunks_vs_broadcast() {
+    const IDS: [&str; 5] = ["a", "b", "c", "d", "e"];
+    model(|| {
+        let hub = hub();
+        let mut rx: Vec<Receiver> = IDS.iter().map(|id| registered(&hub, id)).collect();
+        for id in IDS {
+            block_on(hub.join_room(id, "r")).unwrap();
+        }
+        let h = hub.clone();
+        let leaver = thread::spawn(move || {
+            assert!(block_on(h.leave_room("b", "r")).unwrap());
+        });
+        let report = block_on(hub.broadcast_to_room("r", msg("m1"))).unwrap();
+        leaver.join().unwrap();
+        let got: Vec<_> = rx.iter_mut().map(drain).collect();
+        for (id, g) in IDS.iter().zip(&got) {
+            let n = count(g, "m1");
+            if *id == "b" {
+                assert!(n <= 1, "b received m1 twice");
+            } else {
+                assert_eq!(n, 1, "{id} is a member throughout but got {g:?}");
+            }
+        }
+        let total: usize = got.iter().map(|g| count(g, "m1")).sum();
+        assert_eq!(report.queued, total);
+        assert_eq!(members(&hub, "r"), ["a", "c", "d", "e"]);
+        // `e` now sits at `b`'s old slot: leaving must find it there.
+        assert!(block_on(hub.leave_room("e", "r")).unwrap());
+        let report = block_on(hub.broadcast_to_room("r", msg("m2"))).unwrap();
+        assert_eq!(report.queued, 3);
+        let got: Vec<_> = rx.iter_mut().map(drain).collect();
+        for (id, g) in IDS.iter().zip(&got) {
+            let want = usize::from(matches!(*id, "a" | "c" | "d"));
+            assert_eq!(count(g, "m2"), want, "{id}: {g:?}");
+        }
+        for id in IDS {
             block_on(hub.unregister(id)).unwrap();
         }
         assert!(block_on(hub.list_rooms()).is_empty());

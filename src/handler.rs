@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 
-use crate::{SocketMessage, StreamHub, WebSocket};
+use crate::hub::StreamHub;
+use crate::message::SocketMessage;
+use crate::socket::WebSocket;
 
 /// What an application does when a client connects, sends a message, or goes away.
 ///

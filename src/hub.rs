@@ -1,16 +1,17 @@
 //! The hub: sockets, rooms, users, and every way to reach them.
 
-use std::ptr;
-use std::sync::Arc as StrArc;
-
-use smallvec::SmallVec;
-
+use crate::entry::SocketEntry;
+use crate::error::StreamError;
 use crate::index::ShardedIndex;
+use crate::message::SocketMessage;
 use crate::presence::Presence;
 use crate::queue::{CloseReason, TrySendError};
+use crate::report::BroadcastReport;
 use crate::room::{JoinOutcome, LeaveOutcome, Room, RoomCell};
-use crate::sync::{Arc, AtomicUsize, Mutex, Ordering, lock};
-use crate::{SocketMessage, StreamError, WebSocket};
+use crate::socket::WebSocket;
+use crate::sync::{Arc, AtomicUsize, Ordering, lock};
+use std::ptr;
+use std::sync::Arc as StrArc;
 
 /// Limits and sizing of a [`StreamHub`].
 ///
@@ -62,35 +63,24 @@ impl HubConfig {
         self.shards = n.max(1);
         self
     }
-}
 
-/// What a broadcast did, recipient by recipient.
-///
-/// `queued + closed + dropped` covers every recipient once, except that under
-/// [`OverflowPolicy::DropOldest`](crate::OverflowPolicy::DropOldest) a recipient whose queue
-/// made room counts in `queued` and its evicted messages count in `dropped`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BroadcastReport {
-    /// Recipients whose queue accepted the message.
-    pub queued: usize,
-    /// Messages dropped by a full queue's policy (the new one, or evicted old ones).
-    pub dropped: usize,
-    /// Recipients whose queue was closed, or closed now as a slow consumer.
-    pub closed: usize,
-}
+    // Readers: named for what they return, without `get_` (setters own the setting names;
+    // `docs/design.md` "Configuration").
 
-impl BroadcastReport {
-    /// `queued + dropped + closed`: every recipient once (plus evictions, see above).
-    pub fn total(&self) -> usize {
-        self.queued + self.dropped + self.closed
+    /// The longest accepted room name in bytes ([`max_room_name_len`](Self::max_room_name_len)).
+    pub fn room_name_limit(&self) -> usize {
+        self.max_room_name_len
     }
 
-    /// Adds another report's counts to this one.
-    pub fn add(&mut self, other: BroadcastReport) {
-        self.queued += other.queued;
-        self.dropped += other.dropped;
-        self.closed += other.closed;
+    /// The most rooms per socket ([`max_rooms_per_socket`](Self::max_rooms_per_socket)).
+    pub fn rooms_per_socket_limit(&self) -> usize {
+        self.max_rooms_per_socket
+    }
+
+    /// The number of index shards as configured ([`shards`](Self::shards); the hub rounds it
+    /// up to a power of two).
+    pub fn shard_count(&self) -> usize {
+        self.shards
     }
 }
 
@@ -108,20 +98,6 @@ pub struct HubStats {
     pub users_went_online: u64,
     /// Times a user went from one socket to none.
     pub users_went_offline: u64,
-}
-
-/// A registered socket: the hub's clone of the [`WebSocket`] plus its room list.
-pub(crate) struct SocketEntry {
-    pub(crate) socket: WebSocket,
-    state: Mutex<EntryState>,
-}
-
-struct EntryState {
-    /// True from the end of `register` until `unregister` takes the lock.
-    registered: bool,
-    /// Rooms this socket is in. Invariant: the socket is a member of exactly the live room of
-    /// each name here (a room cannot die while it has this member).
-    rooms: SmallVec<[StrArc<str>; 4]>,
 }
 
 /// The central hub: connections, rooms, users and presence. Cloning is cheap and every
@@ -232,13 +208,7 @@ impl StreamHub {
 
     fn register_now(&self, socket: WebSocket) -> Result<(), StreamError> {
         let inner = &*self.inner;
-        let entry = Arc::new(SocketEntry {
-            socket,
-            state: Mutex::new(EntryState {
-                registered: false,
-                rooms: SmallVec::new(),
-            }),
-        });
+        let entry = Arc::new(SocketEntry::new(socket));
         // Held until the socket is fully registered: a racing unregister or join of this id
         // waits here instead of seeing half a registration.
         let mut state = lock(&entry.state);

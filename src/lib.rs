@@ -28,6 +28,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod entry;
 mod error;
 mod handler;
 mod hub;
@@ -35,6 +36,7 @@ mod index;
 mod message;
 mod presence;
 mod queue;
+mod report;
 mod room;
 mod socket;
 mod sync;
@@ -44,12 +46,13 @@ pub mod server;
 
 pub use error::StreamError;
 pub use handler::StreamHandler;
-pub use hub::{BroadcastReport, HubConfig, HubStats, StreamHub};
+pub use hub::{HubConfig, HubStats, StreamHub};
 pub use message::{SocketMessage, Utf8Bytes};
 pub use queue::{
     CloseReason, MAX_BYTES_LIMIT, MAX_MESSAGES_LIMIT, OverflowPolicy, QueueConfig, Receiver,
     Sender, TryRecvError, TrySendError, channel,
 };
+pub use report::BroadcastReport;
 pub use room::Room;
 pub use socket::WebSocket;
 

@@ -5,7 +5,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use std::fmt;
 use std::ops::Deref;
 
-use crate::StreamError;
+use crate::error::StreamError;
 
 /// A UTF-8 string stored in a shared [`Bytes`] buffer.
 ///

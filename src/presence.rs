@@ -10,7 +10,7 @@ use std::sync::Arc as StrArc;
 
 use smallvec::SmallVec;
 
-use crate::hub::SocketEntry;
+use crate::entry::SocketEntry;
 use crate::index::ShardedIndex;
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 
@@ -56,6 +56,7 @@ impl Presence {
             if first {
                 // ORDERING: exactness comes from the shard lock, not from the atomic.
                 self.online.fetch_add(1, Ordering::Relaxed);
+                // ORDERING: statistics counter, no data depends on it.
                 self.went_online.fetch_add(1, Ordering::Relaxed);
             }
             (first, Some(next))
@@ -84,6 +85,7 @@ impl Presence {
                 // ORDERING: exactness comes from the shard lock; the entry existed, so the
                 // counter is at least 1 here.
                 self.online.fetch_sub(1, Ordering::Relaxed);
+                // ORDERING: statistics counter, no data depends on it.
                 self.went_offline.fetch_add(1, Ordering::Relaxed);
             } else {
                 next.insert(StrArc::from(user), Arc::new(Devices(remaining)));

@@ -52,7 +52,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::task::{Context, Poll, Waker};
 
-use crate::SocketMessage;
+use crate::message::SocketMessage;
 use crate::sync::{Arc, AtomicU8, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 
 /// Bits of the state word holding queued payload bytes.
@@ -135,18 +135,21 @@ impl QueueConfig {
         self
     }
 
-    /// The message bound.
-    pub fn get_max_messages(&self) -> usize {
+    // Readers: named for what they return, without `get_` (setters own the setting names;
+    // `docs/design.md` "Configuration").
+
+    /// The message bound ([`max_messages`](Self::max_messages)).
+    pub fn message_limit(&self) -> usize {
         self.max_messages
     }
 
-    /// The byte bound.
-    pub fn get_max_bytes(&self) -> usize {
+    /// The byte bound ([`max_bytes`](Self::max_bytes)).
+    pub fn byte_limit(&self) -> usize {
         self.max_bytes
     }
 
-    /// The overflow policy.
-    pub fn get_policy(&self) -> OverflowPolicy {
+    /// The overflow policy ([`policy`](Self::policy)).
+    pub fn overflow_policy(&self) -> OverflowPolicy {
         self.policy
     }
 }
@@ -190,8 +193,11 @@ impl CloseReason {
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrySendError {
-    /// The queue is full and its policy refused the message (or the message alone is larger
-    /// than the byte bound). Under [`OverflowPolicy::Disconnect`] the queue is now closed.
+    /// The message was refused and the queue stays open: it is larger than the byte bound
+    /// alone (under every policy), or the queue is full under [`OverflowPolicy::DropNewest`],
+    /// or [`OverflowPolicy::DropOldest`] could not make room. Under
+    /// [`OverflowPolicy::Disconnect`] a full queue is closed instead and the push returns
+    /// [`TrySendError::Closed`].
     #[error("outbound queue is full")]
     Full(SocketMessage),
     /// The queue is closed.
@@ -354,6 +360,7 @@ impl Shared {
                         // (or the consumer popped and has not released yet). Bounded wait.
                         spins += 1;
                         if spins > 64 {
+                            // ORDERING: statistics counter.
                             self.dropped.fetch_add(1, Ordering::Relaxed);
                             if dropped_oldest > 0 {
                                 self.waker.wake();
@@ -362,6 +369,8 @@ impl Shared {
                         }
                         crate::sync::spin_hint();
                     }
+                    // ORDERING: Acquire, as the compare-exchange's failure load: the retry
+                    // sees the state our release (or a concurrent one) left.
                     current = self.state.load(Ordering::Acquire);
                 }
             }
@@ -409,6 +418,7 @@ impl Shared {
         if self.state.load(Ordering::Acquire) & CLOSED == 0 {
             return None;
         }
+        // ORDERING: Acquire, for symmetry; the state load above already ordered it.
         CloseReason::decode(self.reason.load(Ordering::Acquire))
     }
 
@@ -761,14 +771,35 @@ impl AtomicWaker {
             .unwrap_or_else(|x| x)
         {
             WAITING => {
-                self.waker.with_mut(|slot| {
-                    // SAFETY: we hold REGISTERING; no one else touches the slot.
-                    let slot = unsafe { &mut *slot };
-                    match slot {
-                        Some(old) if old.will_wake(waker) => {}
-                        _ => *slot = Some(waker.clone()),
+                // The only user code run while we hold REGISTERING is `Waker::clone`; a
+                // superseded waker is handed out of the slot and dropped after we release it.
+                // If the clone panics, the slot must not stay REGISTERING (no wake could ever
+                // take it again): release it, then let the panic continue.
+                let clone = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.waker.with_mut(|slot| {
+                        // SAFETY: we hold REGISTERING; no one else touches the slot.
+                        let slot = unsafe { &mut *slot };
+                        match slot {
+                            Some(old) if old.will_wake(waker) => None,
+                            _ => slot.replace(waker.clone()),
+                        }
+                    })
+                }));
+                let superseded = match clone {
+                    Ok(superseded) => superseded,
+                    Err(panic) => {
+                        // The slot still holds the previous waker (the clone never reached
+                        // it). Empty it, so no wake uses a stale waker, and release the slot
+                        // whatever a concurrent wake set meanwhile: the consumer re-checks
+                        // the queue when it is polled again, so no push is lost.
+                        // SAFETY: still REGISTERING (maybe | WAKING): the slot is ours.
+                        let stale = self.waker.with_mut(|slot| unsafe { (*slot).take() });
+                        // ORDERING: AcqRel: release the slot, acquire a concurrent wake's push.
+                        self.state.swap(WAITING, Ordering::AcqRel);
+                        drop(stale);
+                        std::panic::resume_unwind(panic);
                     }
-                });
+                };
                 // ORDERING: AcqRel releases the stored waker to the next taker and acquires a
                 // concurrent waker's pushes if it set WAKING meanwhile.
                 if self
@@ -782,9 +813,12 @@ impl AtomicWaker {
                     let taken = self.waker.with_mut(|slot| unsafe { (*slot).take() });
                     // ORDERING: AcqRel: release the slot.
                     self.state.swap(WAITING, Ordering::AcqRel);
+                    drop(superseded);
                     if let Some(w) = taken {
                         w.wake();
                     }
+                } else {
+                    drop(superseded);
                 }
             }
             WAKING => {

@@ -1,9 +1,9 @@
 //! The connected-client handle.
 
 use std::fmt;
-use std::sync::Arc as StrArc;
+use std::sync::Arc;
 
-use crate::Sender;
+use crate::queue::Sender;
 
 /// A connected client as the hub sees it: an id, an optional user id, string metadata, and
 /// the producer half of the client's outbound queue.
@@ -25,19 +25,19 @@ use crate::Sender;
 #[derive(Clone)]
 pub struct WebSocket {
     /// The socket's id, unique within a hub. (`&socket.id` coerces to `&str`.)
-    pub id: StrArc<str>,
-    user_id: Option<StrArc<str>>,
-    metadata: StrArc<[(Box<str>, Box<str>)]>,
+    pub id: Arc<str>,
+    user_id: Option<Arc<str>>,
+    metadata: Arc<[(Box<str>, Box<str>)]>,
     sender: Sender,
 }
 
 impl WebSocket {
     /// An anonymous socket.
-    pub fn new(id: impl Into<StrArc<str>>, sender: Sender) -> Self {
+    pub fn new(id: impl Into<Arc<str>>, sender: Sender) -> Self {
         Self {
             id: id.into(),
             user_id: None,
-            metadata: StrArc::from(Vec::new()),
+            metadata: Arc::from(Vec::new()),
             sender,
         }
     }
@@ -45,8 +45,8 @@ impl WebSocket {
     /// A socket belonging to `user_id`; the hub tracks the user's presence across all of
     /// its sockets (devices).
     pub fn authenticated(
-        id: impl Into<StrArc<str>>,
-        user_id: impl Into<StrArc<str>>,
+        id: impl Into<Arc<str>>,
+        user_id: impl Into<Arc<str>>,
         sender: Sender,
     ) -> Self {
         Self {
@@ -65,7 +65,7 @@ impl WebSocket {
             .cloned()
             .collect();
         entries.push((key.into_boxed_str(), value.into().into_boxed_str()));
-        self.metadata = StrArc::from(entries);
+        self.metadata = Arc::from(entries);
         self
     }
 
@@ -97,7 +97,7 @@ impl WebSocket {
         &self.sender
     }
 
-    pub(crate) fn user_arc(&self) -> Option<&StrArc<str>> {
+    pub(crate) fn user_arc(&self) -> Option<&Arc<str>> {
         self.user_id.as_ref()
     }
 }

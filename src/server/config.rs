@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::QueueConfig;
+use crate::queue::QueueConfig;
 use crate::server::auth::{Admission, Rejection, UpgradeRequest};
 
 /// The auth hook's type: a synchronous decision over the HTTP upgrade request.
@@ -50,7 +50,10 @@ pub(crate) type AuthHook =
 ///         Some("secret") => Ok(Admission::user("alice").with_metadata("plan", "pro")),
 ///         _ => Err(Rejection::unauthorized()),
 ///     });
-/// assert_eq!(config.get_max_message_size(), 256 * 1024);
+/// assert_eq!(config.message_size_limit(), 256 * 1024);
+/// assert_eq!(config.queue_config().message_limit(), 1024);
+/// assert!(config.has_auth());
+/// assert_eq!(config.origins().unwrap().collect::<Vec<_>>(), ["https://example.com"]);
 /// ```
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -246,43 +249,75 @@ impl ServerConfig {
         self
     }
 
-    /// The connection limit.
-    pub fn get_max_connections(&self) -> usize {
+    // Readers. Setters are builder methods named after the setting (`max_connections(n)`),
+    // so a reader cannot share the name; each reader is named for what it returns, without a
+    // `get_` prefix (the crate's convention, `docs/design.md` "Configuration").
+
+    /// The connection limit ([`max_connections`](Self::max_connections)).
+    pub fn connection_limit(&self) -> usize {
         self.max_connections
     }
 
-    /// The message size limit, in bytes.
-    pub fn get_max_message_size(&self) -> usize {
-        self.max_message_size
-    }
-
-    /// The frame size limit, in bytes.
-    pub fn get_max_frame_size(&self) -> usize {
-        self.max_frame_size
-    }
-
-    /// The outbound queue configuration.
-    pub fn get_queue(&self) -> QueueConfig {
-        self.queue
-    }
-
-    /// The handshake timeout.
-    pub fn get_handshake_timeout(&self) -> Duration {
+    /// How long a handshake may take ([`handshake_timeout`](Self::handshake_timeout)).
+    pub fn handshake_limit(&self) -> Duration {
         self.handshake_timeout
     }
 
-    /// The ping interval.
-    pub fn get_ping_interval(&self) -> Duration {
+    /// The message size limit in bytes ([`max_message_size`](Self::max_message_size)).
+    pub fn message_size_limit(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// The frame size limit in bytes ([`max_frame_size`](Self::max_frame_size)).
+    pub fn frame_size_limit(&self) -> usize {
+        self.max_frame_size
+    }
+
+    /// The time between pings ([`ping_interval`](Self::ping_interval)).
+    pub fn ping_period(&self) -> Duration {
         self.ping_interval
     }
 
-    /// The idle timeout.
-    pub fn get_idle_timeout(&self) -> Duration {
+    /// How long a connection may receive nothing ([`idle_timeout`](Self::idle_timeout)).
+    pub fn idle_limit(&self) -> Duration {
         self.idle_timeout
     }
 
-    /// The shutdown deadline.
-    pub fn get_shutdown_timeout(&self) -> Duration {
+    /// Each connection's outbound queue configuration ([`queue`](Self::queue)).
+    pub fn queue_config(&self) -> QueueConfig {
+        self.queue
+    }
+
+    /// The accepted `Origin` values, or `None` when any Origin is accepted
+    /// ([`allowed_origins`](Self::allowed_origins), [`any_origin`](Self::any_origin)).
+    pub fn origins(&self) -> Option<impl Iterator<Item = &str>> {
+        self.allowed_origins
+            .as_deref()
+            .map(|list| list.iter().map(|o| &**o))
+    }
+
+    /// Whether an auth hook is installed ([`auth`](Self::auth)).
+    pub fn has_auth(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// The read buffer size in bytes ([`read_buffer_size`](Self::read_buffer_size)).
+    pub fn read_buffer_len(&self) -> usize {
+        self.read_buffer_size
+    }
+
+    /// Messages written per flush ([`write_batch`](Self::write_batch)).
+    pub fn write_batch_len(&self) -> usize {
+        self.write_batch
+    }
+
+    /// How long a close handshake may take ([`close_timeout`](Self::close_timeout)).
+    pub fn close_limit(&self) -> Duration {
+        self.close_timeout
+    }
+
+    /// The shutdown deadline ([`shutdown_timeout`](Self::shutdown_timeout)).
+    pub fn shutdown_limit(&self) -> Duration {
         self.shutdown_timeout
     }
 

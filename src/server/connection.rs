@@ -22,7 +22,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc as StrArc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -30,13 +30,17 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep, sleep, timeout_at};
 use tracing::{debug, warn};
 
+use crate::error::StreamError;
+use crate::hub::StreamHub;
+use crate::message::SocketMessage;
+use crate::queue::{CloseReason, Receiver, channel};
 use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
 use crate::server::frame::{self, FrameReader, Incoming, OP_PING, OP_PONG, ReadError};
 use crate::server::outbox::{BATCH_BYTES, Outbox};
 use crate::server::service::ServiceShared;
+use crate::socket::WebSocket;
 use crate::sync::{AtomicU64, Ordering};
-use crate::{CloseReason, SocketMessage, StreamError, StreamHub, WebSocket, channel};
 
 /// Close code sent to a slow consumer (policy violation).
 pub(crate) const SLOW_CONSUMER_CODE: u16 = 1008;
@@ -45,10 +49,10 @@ pub(crate) const SLOW_CONSUMER_CODE: u16 = 1008;
 /// Invariant: only ever incremented, so no two connections get the same number.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-fn next_socket_id() -> StrArc<str> {
+fn next_socket_id() -> Arc<str> {
     // ORDERING: uniqueness needs only the atomicity of the increment.
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    StrArc::from(format!("c{n:x}"))
+    Arc::from(format!("c{n:x}"))
 }
 
 /// The shutdown signal: `Some(deadline)` once a graceful shutdown has begun.
@@ -140,7 +144,7 @@ struct Wire<S> {
 /// shutdown deadline, or the handler panicked): no hub entry outlives its connection.
 struct Registration {
     hub: StreamHub,
-    id: StrArc<str>,
+    id: Arc<str>,
     armed: bool,
 }
 
@@ -201,7 +205,7 @@ pub(crate) async fn open<S>(
     drop(admission);
     let mut registration = Registration {
         hub: hub.clone(),
-        id: StrArc::clone(&socket.id),
+        id: Arc::clone(&socket.id),
         armed: true,
     };
     debug!(?peer, id = %socket.id, user = socket.user_id(), "connection opened");
@@ -225,7 +229,7 @@ pub(crate) async fn open<S>(
     // --- Close: unregister first so nothing new is queued, then finish the handshake. ---
     Box::pin(hub.unregister(&socket.id)).await;
     registration.armed = false;
-    let id = StrArc::clone(&socket.id);
+    let id = Arc::clone(&socket.id);
     drop(socket);
     // The closing steps run once, at the end: boxed, so that their state (timers, a drain
     // buffer) does not size every connection's future for its whole life.
@@ -242,7 +246,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &ServiceShared,
     wire: &mut Wire<S>,
     socket: &WebSocket,
-    rx: &mut crate::Receiver,
+    rx: &mut Receiver,
     shutdown: &mut ShutdownRx,
 ) -> End {
     let config = &shared.config;
@@ -299,12 +303,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Takes up to a batch of queued messages, starting with `first`, into the outbox.
-fn take_batch(
-    outbox: &mut Outbox,
-    first: SocketMessage,
-    rx: &mut crate::Receiver,
-    config: &ServerConfig,
-) {
+fn take_batch(outbox: &mut Outbox, first: SocketMessage, rx: &mut Receiver, config: &ServerConfig) {
     let mut batch = outbox.batch(rx.queued_bytes() + first.len(), config.coalesce_below);
     batch.push(&first);
     drop(first);
@@ -322,7 +321,7 @@ fn take_batch(
 fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     wire: &mut Wire<S>,
-    rx: &mut crate::Receiver,
+    rx: &mut Receiver,
     config: &ServerConfig,
     yielded: &mut bool,
     shutdown: Pin<&mut impl Future<Output = Result<(), watch::error::RecvError>>>,
@@ -419,7 +418,7 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
 async fn send_close<S: AsyncRead + AsyncWrite + Unpin>(
     wire: &mut Wire<S>,
     end: &End,
-    rx: &mut crate::Receiver,
+    rx: &mut Receiver,
     config: &ServerConfig,
 ) -> Option<Instant> {
     let (code, reason) = end.close_frame()?;

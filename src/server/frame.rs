@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::{SocketMessage, Utf8Bytes};
+use crate::message::{SocketMessage, Utf8Bytes};
 
 pub(crate) const OP_CONTINUATION: u8 = 0x0;
 pub(crate) const OP_TEXT: u8 = 0x1;

@@ -74,8 +74,9 @@ use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tracing::{debug, info, warn};
 
+use crate::handler::StreamHandler;
+use crate::hub::StreamHub;
 use crate::sync::{AtomicUsize, Ordering};
-use crate::{StreamHandler, StreamHub};
 
 pub use auth::{Admission, Rejection, UpgradeRequest};
 pub use config::ServerConfig;

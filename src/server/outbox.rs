@@ -21,7 +21,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 
-use crate::SocketMessage;
+use crate::message::SocketMessage;
 use crate::server::frame::{MAX_HEADER, OP_BINARY, OP_TEXT, encode_header};
 
 /// Most bytes copied into one staging chunk.

@@ -15,10 +15,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
+use crate::handler::StreamHandler;
+use crate::hub::StreamHub;
 use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
 use crate::server::connection;
-use crate::{StreamHandler, StreamHub};
 
 /// After the shutdown deadline, how long a connection gets to finish its last steps
 /// (unregister, `on_disconnect`) before its future gives up (a handler that never returns).

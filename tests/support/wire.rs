@@ -3,6 +3,7 @@
 //! handler that records what the server told it.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -482,6 +483,22 @@ pub async fn foreign_upgrade(listener: &tokio::net::TcpListener) -> TcpStream {
         .await
         .expect("respond");
     stream
+}
+
+/// Shrinks a socket's send buffer (the kernel doubles the value and applies its minimum), so
+/// that the server's writes stop part-way and its backlog stays in user space.
+pub fn set_send_buffer(stream: &tokio::net::TcpStream, bytes: libc::c_int) {
+    // SAFETY: a valid socket descriptor, a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_SNDBUF");
 }
 
 /// Starts a server on `127.0.0.1:0` with `handler` and `config`.

@@ -1,15 +1,11 @@
 //! The upgrade: Origin allow-list, the auth hook, the connection limit and the handshake
 //! timeout, each over a real loopback socket.
 
-#![cfg(feature = "server")]
-
-mod support;
-
 use std::time::Duration;
 
+use crate::support::wire::*;
 use nucleus_stream::StreamHub;
 use nucleus_stream::server::{Admission, Rejection, ServerConfig};
-use support::wire::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

@@ -1,16 +1,12 @@
 //! Heartbeats: the server pings, answers pings, and closes a peer that has gone silent,
 //! while a live peer that answers pings stays connected.
 
-#![cfg(feature = "server")]
-
-mod support;
-
 use std::time::Duration;
 
-use futures_util::SinkExt;
+use crate::support::wire::*;
+use futures_util::{SinkExt, StreamExt};
 use nucleus_stream::StreamHub;
 use nucleus_stream::server::ServerConfig;
-use support::wire::*;
 use tokio_tungstenite::tungstenite::Message;
 
 fn config() -> ServerConfig {
@@ -96,5 +92,24 @@ async fn client_pings_are_answered_with_pongs_carrying_the_payload() {
     let mut ws = ws_connect(server.local_addr(), "/").await;
     ws.send(Message::Ping("p1".into())).await.unwrap();
     send_text(&mut ws, "data").await;
-    assert_eq!(next_text(&mut ws).await.as_deref(), Some("data"));
+    // Read until both the pong and the echo arrived: the pong is asserted, not skipped.
+    let (mut pong, mut echo) = (None, None);
+    while pong.is_none() || echo.is_none() {
+        let msg = within("the pong and the echo", ws.next())
+            .await
+            .expect("connection open")
+            .expect("a message");
+        match msg {
+            Message::Pong(p) => pong = Some(p),
+            Message::Text(t) => echo = Some(t.to_string()),
+            Message::Close(c) => panic!("closed before the pong: {c:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        pong.as_deref(),
+        Some(&b"p1"[..]),
+        "the pong carries the ping's payload"
+    );
+    assert_eq!(echo.as_deref(), Some("data"));
 }

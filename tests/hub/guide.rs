@@ -1,21 +1,21 @@
-//! Every snippet of GUIDE.md, run against the crate. Each is adapted only as the README's
-//! "Differences from the guide" lists (crate path, `register` returning `Result`, `Binary`
-//! holding `Bytes`), and each test then checks that the snippet did what the guide says.
+//! Every snippet of the crate's user guide, `docs/guide.md`, run against the crate. Each
+//! follows the guide; the guide's "Differences from the original guide" (also in the README)
+//! lists how they differ from the original Nucleus guide (crate path, `register` returning
+//! `Result`, `Binary` holding `Bytes`, no `unwrap` of client input), and each test then
+//! checks that the snippet did what the guide says.
 
-mod support;
-
+use crate::support::{block_on, drain_texts, socket, user_socket};
 use nucleus_stream::{
     SocketMessage, StreamError, StreamHandler, StreamHub, WebSocket, async_trait,
 };
 use serde::{Deserialize, Serialize};
-use support::{block_on, drain_texts, socket, user_socket};
 
 #[test]
 fn quick_start() {
     block_on(async {
         let hub = StreamHub::new();
         let (socket, mut rx) = socket("s1");
-        let (target, mut target_rx) = support::socket("s2");
+        let (target, mut target_rx) = crate::support::socket("s2");
         hub.register(target.clone()).await?;
         let target_socket_id = target.id.clone();
 
@@ -97,7 +97,7 @@ fn messages() -> Result<(), StreamError> {
     // Binary data (deviation: `Binary` holds `Bytes`; `.into()` takes the Vec without copying)
     let msg = SocketMessage::Binary(vec![0, 1, 2, 3].into());
     // Parse JSON from message
-    let data: MyData = message.as_json().unwrap();
+    let data: MyData = message.as_json()?;
     // --- end ---
     assert_eq!(data, MyData { value: 42 });
     assert_eq!(msg.payload(), &[0, 1, 2, 3]);
@@ -134,7 +134,7 @@ fn room_information() {
     block_on(async {
         let hub = StreamHub::new();
         let (socket, _rx) = socket("s1");
-        let (other, _rx2) = support::socket("s2");
+        let (other, _rx2) = crate::support::socket("s2");
         hub.register(socket.clone()).await?;
         hub.register(other.clone()).await?;
         hub.join_room(&socket.id, "room_name").await?;
@@ -156,9 +156,9 @@ fn room_information() {
         }
         // --- end ---
 
-        assert_eq!(support::sorted(members), ["s1", "s2"]);
-        assert_eq!(support::sorted(rooms), ["room_name", "second"]);
-        assert_eq!(support::sorted(all_rooms), ["room_name", "second"]);
+        assert_eq!(crate::support::sorted(members), ["s1", "s2"]);
+        assert_eq!(crate::support::sorted(rooms), ["room_name", "second"]);
+        assert_eq!(crate::support::sorted(all_rooms), ["room_name", "second"]);
         assert_eq!(printed, Some(2));
         Ok::<(), StreamError>(())
     })
@@ -249,7 +249,7 @@ fn presence_tracking() {
         // --- end ---
 
         assert!(said_connected);
-        assert_eq!(support::sorted(online), ["user_123", "user_456"]);
+        assert_eq!(crate::support::sorted(online), ["user_123", "user_456"]);
         assert_eq!(total, 4);
         assert_eq!(users, 2);
         Ok::<(), StreamError>(())
@@ -322,11 +322,14 @@ impl ChatRoom {
             text: Option<String>,
         }
 
-        let msg: ChatMessage = serde_json::from_str(text).unwrap();
+        // Client input: never unwrap it (a bad frame must not panic the server).
+        let Ok(msg) = serde_json::from_str::<ChatMessage>(text) else {
+            return;
+        };
 
         match msg.action.as_str() {
             "join" => {
-                let room = msg.room.unwrap();
+                let Some(room) = msg.room else { return };
                 self.hub.join_room(&socket.id, &room).await.ok();
                 self.hub
                     .broadcast_to_room(&room, SocketMessage::text("User joined"))
@@ -334,7 +337,7 @@ impl ChatRoom {
                     .ok();
             }
             "leave" => {
-                let room = msg.room.unwrap();
+                let Some(room) = msg.room else { return };
                 self.hub
                     .broadcast_to_room(&room, SocketMessage::text("User left"))
                     .await
@@ -342,8 +345,9 @@ impl ChatRoom {
                 self.hub.leave_room(&socket.id, &room).await.ok();
             }
             "message" => {
-                let room = msg.room.unwrap();
-                let text = msg.text.unwrap();
+                let (Some(room), Some(text)) = (msg.room, msg.text) else {
+                    return;
+                };
                 self.hub
                     .broadcast_to_room(&room, SocketMessage::text(&text))
                     .await
@@ -374,6 +378,11 @@ fn chat_room_example() {
         chat.handle_message(&a, r#"{"action":"leave","room":"r"}"#)
             .await;
         chat.handle_message(&b, r#"{"action":"dance"}"#).await;
+        // Malformed input is ignored, never a panic.
+        chat.handle_message(&b, "not json").await;
+        chat.handle_message(&b, r#"{"action":"join"}"#).await;
+        chat.handle_message(&b, r#"{"action":"message","room":"r"}"#)
+            .await;
         assert_eq!(
             drain_texts(&mut a_rx),
             ["User joined", "User joined", "yo", "User left"]

@@ -1,9 +1,7 @@
 //! register / unregister semantics.
 
-mod support;
-
+use crate::support::{block_on, drain_texts, socket, user_socket};
 use nucleus_stream::{CloseReason, SocketMessage, StreamError, StreamHub, TryRecvError};
-use support::{block_on, drain_texts, socket, user_socket};
 
 #[test]
 fn duplicate_id_is_refused_and_the_first_socket_keeps_working() {

@@ -2,21 +2,17 @@
 //! (sender included), announcements, and an error frame — to the offender only, with the
 //! connection left open — for every kind of bad input.
 
-#![cfg(feature = "server")]
-
-mod support;
-
 #[allow(dead_code)]
-#[path = "../examples/chat.rs"]
+#[path = "../../examples/chat.rs"]
 mod chat;
 
 use std::net::SocketAddr;
 
+use crate::support::wire::*;
 use futures_util::SinkExt;
 use nucleus_stream::StreamHub;
 use nucleus_stream::server::{Server, ServerConfig, ServerHandle};
 use serde_json::{Value, json};
-use support::wire::*;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn start_chat(config: ServerConfig) -> (StreamHub, ServerHandle) {

@@ -2,16 +2,11 @@
 //! control frames between fragments, UTF-8 split across fragments, bytes pipelined after the
 //! upgrade request.
 
-#![cfg(feature = "server")]
-
-mod support;
-
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use crate::support::wire::*;
 use nucleus_stream::server::{Admission, ServerConfig, StreamService};
 use nucleus_stream::{QueueConfig, SocketMessage, StreamHub};
-use support::wire::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -26,20 +21,6 @@ fn payload(i: usize) -> Vec<u8> {
         _ => 200_000 - i,
     };
     (0..len).map(|k| (k * 31 + i * 7) as u8).collect()
-}
-
-fn set_send_buffer(stream: &tokio::net::TcpStream, bytes: libc::c_int) {
-    // SAFETY: a valid socket descriptor, a correctly sized option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_SNDBUF");
 }
 
 #[tokio::test]

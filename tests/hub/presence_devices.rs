@@ -1,9 +1,7 @@
 //! Users with several sockets (devices): presence counts and send_to_user.
 
-mod support;
-
+use crate::support::{block_on, drain_texts, socket, user_socket};
 use nucleus_stream::{SocketMessage, StreamHub};
-use support::{block_on, drain_texts, socket, user_socket};
 
 #[test]
 fn send_to_user_reaches_every_device_and_says_how_many() {
@@ -55,7 +53,10 @@ fn presence_is_exact_with_multi_device_users() {
         hub.register(anon).await.unwrap();
         assert_eq!(hub.online_user_count().await, 2);
         assert_eq!(hub.connection_count().await, 4);
-        assert_eq!(support::sorted(hub.online_users().await), ["alice", "bob"]);
+        assert_eq!(
+            crate::support::sorted(hub.online_users().await),
+            ["alice", "bob"]
+        );
 
         hub.unregister("a1").await;
         assert!(hub.is_user_online("alice").await, "one device left");

@@ -1,18 +1,14 @@
 //! The echo example's handler and limits: text and binary come back unchanged, in order,
 //! including messages far above the default 64 KiB limit.
 
-#![cfg(feature = "server")]
-
-mod support;
-
 #[allow(dead_code)]
-#[path = "../examples/echo.rs"]
+#[path = "../../examples/echo.rs"]
 mod echo;
 
+use crate::support::wire::*;
 use futures_util::SinkExt;
 use nucleus_stream::StreamHub;
 use nucleus_stream::server::Server;
-use support::wire::*;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]

@@ -1,11 +1,9 @@
 //! Rooms past one chunk: joins and leaves in any order keep the membership exact.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::{block_on, drain, register_many};
 use nucleus_stream::{SocketMessage, StreamHub};
-use support::{block_on, drain, register_many};
 
 #[test]
 fn membership_stays_exact_through_interleaved_joins_and_leaves_across_chunks() {

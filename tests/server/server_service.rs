@@ -1,15 +1,11 @@
 //! `StreamService::serve_upgraded`: the hub's connection on a byte stream that another stack
 //! upgraded (here a hand-rolled HTTP upgrade over a real loopback `TcpStream`).
 
-#![cfg(feature = "server")]
-
-mod support;
-
 use std::time::Duration;
 
+use crate::support::wire::*;
 use nucleus_stream::StreamHub;
 use nucleus_stream::server::{Admission, ServerConfig, StreamService};
-use support::wire::*;
 use tokio::net::TcpListener;
 
 #[tokio::test]

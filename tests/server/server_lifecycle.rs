@@ -1,14 +1,10 @@
 //! A connection's life over loopback: on_connect, messages in order (text and binary,
 //! fragmented or not), unregister then on_disconnect exactly once, whatever the ending.
 
-#![cfg(feature = "server")]
-
-mod support;
-
+use crate::support::wire::*;
 use futures_util::SinkExt;
 use nucleus_stream::server::ServerConfig;
 use nucleus_stream::{SocketMessage, StreamHub};
-use support::wire::*;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]

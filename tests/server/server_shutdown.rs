@@ -1,15 +1,11 @@
 //! Graceful shutdown: stop accepting, close 1001 to everyone, end within the deadline, and
 //! resolve only when every connection is gone.
 
-#![cfg(feature = "server")]
-
-mod support;
-
 use std::time::Duration;
 
+use crate::support::wire::*;
 use nucleus_stream::server::ServerConfig;
 use nucleus_stream::{SocketMessage, StreamHub};
-use support::wire::*;
 
 #[tokio::test]
 async fn shutdown_closes_every_client_with_1001_and_resolves_when_all_are_gone() {

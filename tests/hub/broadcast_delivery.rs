@@ -1,11 +1,9 @@
 //! Broadcast and direct-send semantics: recipients, reports, failures, zero-copy payloads.
 
-mod support;
-
+use crate::support::{block_on, drain, drain_texts, register_many, socket};
 use nucleus_stream::{
     Bytes, OverflowPolicy, QueueConfig, SocketMessage, StreamError, StreamHub, WebSocket, channel,
 };
-use support::{block_on, drain, drain_texts, register_many, socket};
 
 #[test]
 fn broadcast_to_missing_or_empty_room_is_ok_with_zero_recipients() {

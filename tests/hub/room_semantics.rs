@@ -1,9 +1,7 @@
 //! join / leave / room listing semantics and room limits.
 
-mod support;
-
+use crate::support::{block_on, drain_texts, socket};
 use nucleus_stream::{HubConfig, SocketMessage, StreamError, StreamHub};
-use support::{block_on, drain_texts, socket};
 
 #[test]
 fn join_of_unknown_socket_is_socket_not_found_and_creates_no_room() {
@@ -150,7 +148,10 @@ fn rooms_per_socket_limit_is_a_typed_error_and_leaves_state_unchanged() {
         assert!(!hub.join_room("s", "a").await.unwrap());
         hub.leave_room("s", "a").await.unwrap();
         assert!(hub.join_room("s", "c").await.unwrap());
-        assert_eq!(support::sorted(hub.get_socket_rooms("s").await), ["b", "c"]);
+        assert_eq!(
+            crate::support::sorted(hub.get_socket_rooms("s").await),
+            ["b", "c"]
+        );
     });
 }
 
@@ -183,4 +184,24 @@ fn room_snapshot_does_not_change_after_it_is_taken() {
         // Still readable after the hub is gone.
         assert_eq!(snapshot.members().collect::<Vec<_>>(), ["a"]);
     });
+}
+
+#[test]
+fn hub_config_readers_return_each_setting() {
+    let c = HubConfig::default()
+        .max_room_name_len(9)
+        .max_rooms_per_socket(0)
+        .shards(3);
+    assert_eq!(c.room_name_limit(), 9);
+    assert_eq!(c.rooms_per_socket_limit(), 1, "clamped to at least 1");
+    assert_eq!(c.shard_count(), 3);
+    let d = HubConfig::default();
+    assert_eq!(
+        (
+            d.room_name_limit(),
+            d.rooms_per_socket_limit(),
+            d.shard_count()
+        ),
+        (128, 128, 256)
+    );
 }

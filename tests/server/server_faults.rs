@@ -1,13 +1,9 @@
 //! Bad input over a real loopback socket: each fault closes only the faulty connection, with
 //! the right close code, while a well-behaved client on the same server keeps working.
 
-#![cfg(feature = "server")]
-
-mod support;
-
+use crate::support::wire::*;
 use nucleus_stream::server::ServerConfig;
 use nucleus_stream::{SocketMessage, StreamHub};
-use support::wire::*;
 
 /// A server with a 1 KiB message limit and an echoing recorder, plus one healthy client.
 async fn setup() -> (

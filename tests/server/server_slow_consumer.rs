@@ -1,17 +1,13 @@
 //! A client that stops reading is closed as a slow consumer (1008, backlog discarded) while
 //! 50 reading clients in the same room receive every message, in order.
 
-#![cfg(feature = "server")]
-
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::support::wire::*;
 use futures_util::StreamExt;
 use nucleus_stream::server::ServerConfig;
 use nucleus_stream::{QueueConfig, SocketMessage, StreamHub};
-use support::wire::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const READERS: usize = 50;

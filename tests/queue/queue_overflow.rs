@@ -75,7 +75,7 @@ fn drop_oldest_evicts_until_the_new_message_fits() {
 fn disconnect_policy_closes_as_slow_consumer_and_keeps_the_backlog_readable() {
     let (tx, mut rx) = channel(QueueConfig::default().max_messages(2));
     assert_eq!(
-        QueueConfig::default().get_policy(),
+        QueueConfig::default().overflow_policy(),
         OverflowPolicy::Disconnect
     );
     tx.try_send(text("a")).unwrap();
@@ -139,10 +139,10 @@ fn dropping_the_receiver_closes_the_queue_for_senders() {
 #[test]
 fn config_bounds_are_clamped_to_valid_values() {
     let c = QueueConfig::default().max_messages(0).max_bytes(usize::MAX);
-    assert_eq!(c.get_max_messages(), 1);
-    assert_eq!(c.get_max_bytes(), nucleus_stream::MAX_BYTES_LIMIT);
+    assert_eq!(c.message_limit(), 1);
+    assert_eq!(c.byte_limit(), nucleus_stream::MAX_BYTES_LIMIT);
     let c = QueueConfig::default().max_messages(usize::MAX);
-    assert_eq!(c.get_max_messages(), nucleus_stream::MAX_MESSAGES_LIMIT);
+    assert_eq!(c.message_limit(), nucleus_stream::MAX_MESSAGES_LIMIT);
 }
 
 #[tokio::test]

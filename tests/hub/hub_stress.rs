@@ -1,14 +1,12 @@
 //! Threads registering, joining, leaving, broadcasting and unregistering at once; the hub's
 //! invariants are checked when they are done.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::thread;
 
+use crate::support::{block_on, drain_texts};
 use nucleus_stream::{QueueConfig, Receiver, SocketMessage, StreamHub, WebSocket, channel};
-use support::{block_on, drain_texts};
 
 const ROOMS: usize = 4;
 const STABLE_PER_ROOM: usize = 3;

@@ -1,0 +1,63 @@
+//! The primitives of a normal build: `std` and arc-swap.
+
+pub(crate) use std::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering},
+};
+
+/// The hash state of the crate's maps: randomly keyed.
+pub(crate) type HashState = std::collections::hash_map::RandomState;
+
+/// Spin-loop hint.
+pub(crate) fn spin_hint() {
+    std::hint::spin_loop();
+}
+
+/// `core::cell::UnsafeCell` behind loom's closure-based access API.
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+impl<T> UnsafeCell<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a mutable pointer to the contents. The caller upholds exclusive access.
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+/// An atomically swappable `Arc<T>`: `arc_swap::ArcSwap`. Loads are wait-free.
+pub(crate) struct AtomicCell<T>(arc_swap::ArcSwap<T>);
+
+/// A loaded snapshot: dereferences to the value that was current at load time.
+pub(crate) struct Loaded<T>(arc_swap::Guard<Arc<T>>);
+
+impl<T> core::ops::Deref for Loaded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> AtomicCell<T> {
+    pub(crate) fn new(value: Arc<T>) -> Self {
+        Self(arc_swap::ArcSwap::new(value))
+    }
+
+    /// Loads the current value without taking any lock (wait-free in arc-swap).
+    pub(crate) fn load(&self) -> Loaded<T> {
+        Loaded(self.0.load())
+    }
+
+    /// Loads the current value as an owned `Arc`, for holders that outlive a short scope.
+    pub(crate) fn load_full(&self) -> Arc<T> {
+        self.0.load_full()
+    }
+
+    /// Publishes `value`; later loads see it.
+    pub(crate) fn store(&self, value: Arc<T>) {
+        self.0.store(value);
+    }
+}

@@ -1,0 +1,12 @@
+//! The hub: registration, rooms, broadcast, presence, stress, and the guide's snippets.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod broadcast_delivery;
+mod guide;
+mod hub_registration;
+mod hub_stress;
+mod presence_devices;
+mod room_large;
+mod room_semantics;

@@ -1,0 +1,8 @@
+//! The outbound queue: bounds and overflow policies, wake-ups, closing.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod queue_overflow;
+mod queue_poll_closed;
+mod queue_wakeup;

@@ -1,0 +1,17 @@
+//! The bundled server over real WebSockets on loopback: handshake, heartbeats, faults,
+//! slow consumers, lifecycle, shutdown, and the chat and echo examples.
+#![cfg(feature = "server")]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod chat_protocol;
+mod echo_example;
+mod server_faults;
+mod server_handshake;
+mod server_heartbeat;
+mod server_lifecycle;
+mod server_service;
+mod server_shutdown;
+mod server_slow_consumer;
+mod server_wire;
