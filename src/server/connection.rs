@@ -134,10 +134,22 @@ enum Event {
 }
 
 /// The byte stream with its reader and writer state.
-struct Wire<S> {
+pub(crate) struct Wire<S> {
     stream: S,
     reader: FrameReader,
     outbox: Outbox,
+}
+
+impl<S> Wire<S> {
+    /// `stream`, of which `leftover` was already read, under `config`.
+    pub(crate) fn new(stream: S, leftover: Vec<u8>, config: &ServerConfig) -> Self {
+        Self {
+            stream,
+            reader: FrameReader::new(leftover, config.max_frame_size, config.max_message_size)
+                .read_chunk(config.read_buffer_size),
+            outbox: Outbox::default(),
+        }
+    }
 }
 
 /// Unregisters the socket if the task ends without doing so itself (it was dropped at the
@@ -161,22 +173,16 @@ impl Drop for Registration {
 
 /// An open connection: register, serve, close, unregister.
 pub(crate) async fn open<S>(
-    shared: &ServiceShared,
-    stream: S,
-    leftover: Vec<u8>,
+    shared: Arc<ServiceShared>,
+    mut wire: Wire<S>,
     admission: Admission,
     peer: Option<SocketAddr>,
     mut shutdown: ShutdownRx,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let shared = &*shared;
     let config = &shared.config;
-    let mut wire = Wire {
-        stream,
-        reader: FrameReader::new(leftover, config.max_frame_size, config.max_message_size)
-            .read_chunk(config.read_buffer_size),
-        outbox: Outbox::default(),
-    };
 
     // --- Register. ---
     let hub = &shared.hub;

@@ -19,7 +19,7 @@ use crate::handler::StreamHandler;
 use crate::hub::StreamHub;
 use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
-use crate::server::connection;
+use crate::server::connection::{self, Wire};
 
 /// After the shutdown deadline, how long a connection gets to finish its last steps
 /// (unregister, `on_disconnect`) before its future gives up (a handler that never returns).
@@ -145,12 +145,20 @@ impl StreamService {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let guard = ConnectionGuard::new(Arc::clone(&self.shared));
+        let mut shutdown = self.shared.shutdown.subscribe();
+        // Built and boxed here, not inside the block below: an async block keeps its captures
+        // for its whole life, so moving an inline future (or its arguments) into it would
+        // store them twice. The task then holds this small block; the box, the connection.
+        let wire = Wire::new(stream, leftover, &self.shared.config);
+        let mut connection = Box::pin(connection::open(
+            Arc::clone(&self.shared),
+            wire,
+            admission,
+            peer,
+            shutdown.clone(),
+        ));
         async move {
-            let shared = &guard.shared;
-            let mut shutdown = shared.shutdown.subscribe();
-            let connection =
-                connection::open(shared, stream, leftover, admission, peer, shutdown.clone());
-            let mut connection = std::pin::pin!(connection);
+            let _guard = guard;
             // The connection closes itself by the shutdown deadline; past it plus a grace (a
             // handler that never returns), it is dropped: its guard still unregisters it.
             let deadline = async {
@@ -163,7 +171,7 @@ impl StreamService {
                 sleep_until(deadline + ABORT_GRACE).await;
             };
             tokio::select! {
-                () = &mut connection => {}
+                () = connection.as_mut() => {}
                 () = deadline => tracing::warn!("connection still running past the shutdown deadline: dropped"),
             }
         }
