@@ -14,7 +14,7 @@
 # rooms200 (200 rooms x 11, 200 publishers, saturating), idle100 (10,000 idle joined
 # connections in rooms of 100: RSS per connection), room10k (10,000 subscribers joined to ONE
 # room, every join announced to the room, then 200 msg/s = 2 M deliveries/s offered: RSS after
-# the join storm settled, RSS, p99, lost), slow (100 readers, 4 KiB messages at 100 msg/s,
+# the join storm settled, RSS, p99, lost), slow (100 readers, 4 KiB messages at 500 msg/s,
 # without and with 100 members that never read: readers' p99, non-readers closed with 1008),
 # churn (nucleus only: CHURN connect/join/disconnect cycles; RSS before/after, hub empty).
 #
@@ -37,12 +37,14 @@ mkdir -p "$OUT"
 RESULTS="$OUT/results.tsv"
 : >"$RESULTS"
 
-command -v node >/dev/null || { echo "compare_uws: FAILED: node is not installed (apt-get install nodejs npm)" >&2; exit 1; }
 command -v taskset >/dev/null || { echo "compare_uws: FAILED: taskset missing (util-linux)" >&2; exit 1; }
-if [ ! -f "$UWS_DIR/node_modules/uwebsockets/package.json" ]; then
-  echo "compare_uws: installing uwebsockets@3.0.6 into $UWS_DIR"
-  mkdir -p "$UWS_DIR"
-  (cd "$UWS_DIR" && npm install --no-audit --no-fund --silent uwebsockets@3.0.6)
+if [ "$SCENARIOS" != churn ]; then
+  command -v node >/dev/null || { echo "compare_uws: FAILED: node is not installed (apt-get install nodejs npm)" >&2; exit 1; }
+  if [ ! -f "$UWS_DIR/node_modules/uwebsockets/package.json" ]; then
+    echo "compare_uws: installing uwebsockets@3.0.6 into $UWS_DIR"
+    mkdir -p "$UWS_DIR"
+    (cd "$UWS_DIR" && npm install --no-audit --no-fund --silent uwebsockets@3.0.6)
+  fi
 fi
 ulimit -n "$(ulimit -Hn)" || true
 echo "compare_uws: open-files limit $(ulimit -n); $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores; pairs $PAIRS"
@@ -113,14 +115,28 @@ for s in $SCENARIOS; do
     idle100) pairs idle100 idle --idle --subscribers "$BIG" --rooms $((BIG / 100)) ;;
     room10k) pairs room10k rate --subscribers "$BIG" --rooms 1 --rate 200 --duration "$DURATION" --drain-timeout 10 ;;
     slow)
-      pairs slow alone --subscribers 100 --size 4096 --rate 100 --duration 3
-      pairs slow with --subscribers 100 --non-readers 100 --size 4096 --rate 100 --duration 3 ;;
+      # 500 msg/s of 4 KiB for 4 s: 8 MiB per member, more than a non-reader's kernel buffers
+      # and 1 MiB queue hold, so each is closed part-way; they read once publishing stops
+      # (within the 5 s close timeout), to see the close code.
+      pairs slow alone --subscribers 100 --size 4096 --rate 500 --duration 4
+      pairs slow with --subscribers 100 --non-readers 100 --size 4096 --rate 500 --duration 4 ;;
     churn)
-      run churn nucleus 1 churn --churn "$CHURN" --connect-parallel 64 ;;
+      run churn nucleus 1 churn --churn "$CHURN" --connect-parallel 64
+      # The churn must leave the hub empty and the RSS within 5 MiB of where it started.
+      delta=$(awk -F'\t' '$1=="churn" && $5 ~ /^rss_delta_kib=/ {sub("rss_delta_kib=","",$5); print $5}' "$RESULTS")
+      failed=$(awk -F'\t' '$1=="churn" && $5 ~ /^failed=/ {sub("failed=","",$5); print $5}' "$RESULTS")
+      hub=$(grep -h 'shutting down' "$OUT/server-nucleus.log" | tail -n 1)
+      if [ -z "$delta" ] || [ "$delta" -gt 5120 ] || [ "$failed" != 0 ] || ! echo "$hub" | grep -q 'hub: 0 sockets, 0 rooms'; then
+        echo "compare_uws: FAILED: churn: RSS delta ${delta:-?} KiB (limit 5120), failed cycles ${failed:-?}, ${hub:-no shutdown line}" >&2
+        CHURN_FAILED=1
+      else
+        echo "   churn: RSS delta $delta KiB (limit 5120), 0 failed cycles, $hub"
+      fi ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
 done
 
+CHURN_FAILED=${CHURN_FAILED:-0}
 python3 - "$RESULTS" <<'TABLE'
 import statistics, sys, collections
 rows = collections.defaultdict(lambda: collections.defaultdict(dict))
@@ -157,3 +173,4 @@ for (scenario, label), metrics in show.items():
         r = f'{statistics.median(ratios):.2f}x' if ratios else '–'
         print(f'| {scenario} ({label}) | {m} | {fmt(nm)} | {fmt(um)} | {r} | {max(len(n), len(u))} |')
 TABLE
+exit "$CHURN_FAILED"

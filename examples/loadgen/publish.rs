@@ -280,7 +280,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let mut codes = Vec::new();
     for mut ws in non_readers {
         codes.push(tokio::spawn(async move {
-            close_code(&mut ws, Duration::from_secs(15)).await
+            close_code(&mut ws, Duration::from_secs(8)).await
         }));
     }
     let mut closed_1008 = 0;

@@ -1,8 +1,15 @@
-//! The bundled WebSocket server: a [`StreamHub`] and a [`StreamHandler`] over tokio +
-//! tokio-tungstenite (feature `server`, on by default).
+//! The bundled WebSocket server: a [`StreamHub`] and a [`StreamHandler`] over tokio, with
+//! the crate's own WebSocket codec (feature `server`, on by default).
 //!
-//! [`Server`] binds (or takes a `TcpListener`), spawns its accept loop on the current tokio
-//! runtime and returns a [`ServerHandle`]. Each accepted connection:
+//! Two entry points share one connection loop:
+//!
+//! - [`Server`] binds (or takes a `TcpListener`), spawns its accept loop on the current tokio
+//!   runtime and returns a [`ServerHandle`];
+//! - [`StreamService::serve_upgraded`] runs the same connection on a byte stream that another
+//!   stack has already upgraded (hyper, axum, a TLS acceptor, a test). A `Server` is an accept
+//!   loop and an HTTP upgrade in front of a `StreamService`, and shuts down through it.
+//!
+//! Each connection accepted by a [`Server`]:
 //!
 //! 1. completes the HTTP upgrade within [`handshake_timeout`](ServerConfig::handshake_timeout):
 //!    a disallowed `Origin` gets 403, the [auth hook](ServerConfig::auth) may refuse with any
@@ -10,10 +17,15 @@
 //! 2. is registered in the hub under a server-generated id (as its user, if the hook named
 //!    one) and [`on_connect`](StreamHandler::on_connect) runs;
 //! 3. then one task serves it: text and binary messages go to
-//!    [`on_message`](StreamHandler::on_message) in order, pings are answered, and everything
-//!    queued for it is written in batches — one flush per batch, not one write per message;
+//!    [`on_message`](StreamHandler::on_message) in order (payloads are `Bytes` cut from the
+//!    read buffer, not copied), pings are answered, and everything queued for it is written
+//!    in batches: one `writev` of shared payload handles per batch, never a per-connection
+//!    copy of a broadcast; an idle connection holds no read or write buffer;
 //! 4. on any end it is unregistered, then [`on_disconnect`](StreamHandler::on_disconnect) runs
 //!    exactly once. The task ends with the connection.
+//!
+//! The wire path (its reader, writer and the measurements behind each choice) is described in
+//! `docs/design.md`, "Bytes on the wire", and `BENCHMARKS.md`, "Wire path".
 //!
 //! # Close codes
 //!
