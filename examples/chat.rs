@@ -288,9 +288,20 @@ async fn main() -> std::io::Result<()> {
         Some(url) => Some(join_cluster(&hub, &url)?),
         None => None,
     };
-    let config = ServerConfig::default()
+    let mut config = ServerConfig::default()
         .max_connections(100_000)
         .auth(user_from_query);
+    // Measurement knobs of the wire path (benches/compare_uws.sh, BENCHMARKS.md): e.g.
+    // NUCLEUS_WRITE_LATE=0, NUCLEUS_COALESCE_BELOW=0 (every payload by reference).
+    if let Ok(v) = std::env::var("NUCLEUS_WRITE_LATE") {
+        config = config.write_late(v != "0");
+    }
+    if let Some(n) = std::env::var("NUCLEUS_COALESCE_BELOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config = config.coalesce_below(n);
+    }
     let server = Server::new(hub, ChatHandler::default())
         .config(config)
         .bind(&addr)
@@ -302,7 +313,13 @@ async fn main() -> std::io::Result<()> {
     );
 
     tokio::signal::ctrl_c().await?;
-    println!("shutting down ({} connections)", server.connections());
+    let hub = server.hub().clone();
+    println!(
+        "shutting down ({} connections; hub: {} sockets, {} rooms)",
+        server.connections(),
+        hub.connection_count().await,
+        hub.list_rooms().await.len()
+    );
     leave_cluster(cluster).await;
     server.shutdown_and_wait().await;
     Ok(())

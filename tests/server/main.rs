@@ -11,5 +11,7 @@ mod server_faults;
 mod server_handshake;
 mod server_heartbeat;
 mod server_lifecycle;
+mod server_service;
 mod server_shutdown;
 mod server_slow_consumer;
+mod server_wire;

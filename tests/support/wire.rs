@@ -3,6 +3,7 @@
 //! handler that records what the server told it.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -148,11 +149,21 @@ impl RawClient {
         Self::upgrade(stream, "/", &[]).await.expect_open()
     }
 
+    /// Upgrades an already connected stream at `path`.
+    pub async fn from_stream(stream: TcpStream, path: &str) -> Upgrade {
+        Self::upgrade(stream, path, &[]).await
+    }
+
     async fn upgrade(mut stream: TcpStream, path: &str, headers: &[(&str, &str)]) -> Upgrade {
         stream
             .write_all(&upgrade_request(path, headers))
             .await
             .expect("write request");
+        Self::from_open_stream(stream).await
+    }
+
+    /// Reads the upgrade response on a stream whose request was already sent.
+    pub async fn from_open_stream(mut stream: TcpStream) -> Upgrade {
         let mut buf = Vec::new();
         let head_end = within("upgrade response", async {
             loop {
@@ -182,6 +193,11 @@ impl RawClient {
                 tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut body)).await;
             Upgrade::Refused(status, String::from_utf8_lossy(&body).to_string())
         }
+    }
+
+    /// Frees the client's own read buffer (for memory measurements).
+    pub fn shrink(&mut self) {
+        self.buf.shrink_to_fit();
     }
 
     /// Sends raw bytes.
@@ -440,6 +456,49 @@ impl StreamHandler for Recorder {
         );
         self.push(Seen::Disconnect(socket_id.to_string()));
     }
+}
+
+/// Accepts one TCP connection and answers its upgrade request by hand, as a foreign stack
+/// would (for `StreamService::serve_upgraded`). Reads the request byte by byte, so whatever
+/// the client sends after it stays in the socket for the service to read.
+pub async fn foreign_upgrade(listener: &tokio::net::TcpListener) -> TcpStream {
+    let (mut stream, _) = within("accept", listener.accept()).await.expect("accept");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.expect("read request");
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8(head).expect("ascii head");
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .expect("key");
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes())
+    );
+    stream
+        .write_all(response.as_bytes())
+        .await
+        .expect("respond");
+    stream
+}
+
+/// Shrinks a socket's send buffer (the kernel doubles the value and applies its minimum), so
+/// that the server's writes stop part-way and its backlog stays in user space.
+pub fn set_send_buffer(stream: &tokio::net::TcpStream, bytes: libc::c_int) {
+    // SAFETY: a valid socket descriptor, a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_SNDBUF");
 }
 
 /// Starts a server on `127.0.0.1:0` with `handler` and `config`.
