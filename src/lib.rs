@@ -10,7 +10,8 @@
 //! - Each socket has a bounded outbound queue ([`channel`]) with an overflow policy, so a slow
 //!   client never slows the others; any transport drains it.
 //! - [`StreamHandler`] is the application's callbacks; the `server` feature (on by default)
-//!   runs hub and handler over real WebSockets.
+//!   runs hub and handler over real WebSockets; the `axum` feature serves the same
+//!   connections behind an axum router (`nucleus_stream::axum::StreamRoute`).
 //!
 //! ```
 //! use nucleus_stream::{channel, QueueConfig, SocketMessage, StreamHub, WebSocket};
@@ -43,6 +44,9 @@ mod sync;
 
 #[cfg(all(feature = "server", not(nucleus_loom)))]
 pub mod server;
+
+#[cfg(all(feature = "axum", not(nucleus_loom)))]
+pub mod axum;
 
 pub use error::StreamError;
 pub use handler::StreamHandler;

@@ -224,6 +224,25 @@ impl StreamService {
     pub(crate) fn shared(&self) -> &Arc<ServiceShared> {
         &self.shared
     }
+
+    /// Counts one more connection in [`connections`](Self::connections) unless `limit` are
+    /// already counted (check and count are one step): a transport holds it from admitting
+    /// an upgrade until [`serve_upgraded`](Self::serve_upgraded) has made the connection's
+    /// future, so that the limit and [`stopped`](Self::stopped) see the connection
+    /// meanwhile.
+    pub(crate) fn reserve(&self, limit: usize) -> Option<ConnectionGuard> {
+        let mut reserved = false;
+        self.shared.open.send_if_modified(|n| {
+            reserved = *n < limit;
+            if reserved {
+                *n += 1;
+            }
+            reserved
+        });
+        reserved.then(|| ConnectionGuard {
+            shared: Arc::clone(&self.shared),
+        })
+    }
 }
 
 impl std::fmt::Debug for StreamService {
@@ -236,7 +255,7 @@ impl std::fmt::Debug for StreamService {
 }
 
 /// Counts a connection in `open` from creation to drop.
-struct ConnectionGuard {
+pub(crate) struct ConnectionGuard {
     shared: Arc<ServiceShared>,
 }
 

@@ -49,7 +49,9 @@ async fn auth_hook_rejects_with_its_status_and_admits_users_with_metadata() {
                 .with_metadata("plan", "pro")
                 .with_metadata(
                     "peer_is_loopback",
-                    req.peer_addr().ip().is_loopback().to_string(),
+                    req.peer_addr()
+                        .is_some_and(|p| p.ip().is_loopback())
+                        .to_string(),
                 )),
             ("/chat", None, _) => Ok(Admission::anonymous()),
             _ => Err(Rejection::unauthorized()),
