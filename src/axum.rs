@@ -250,6 +250,8 @@ fn refusal_response(refusal: Refusal) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // As the bundled server does: a refused client does not keep the connection.
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     if upgrade_required {
         headers.insert(
             header::SEC_WEBSOCKET_VERSION,

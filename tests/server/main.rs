@@ -3,8 +3,11 @@
 #![cfg(feature = "server")]
 
 #[path = "../support/mod.rs"]
+#[macro_use]
 mod support;
 
+#[cfg(feature = "axum")]
+mod axum_route;
 mod chat_protocol;
 mod echo_example;
 mod server_faults;
