@@ -37,6 +37,7 @@ impl Refusal {
     }
 
     /// Whether the answer should advertise the supported version (426).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn is_upgrade_required(&self) -> bool {
         self.status == StatusCode::UPGRADE_REQUIRED
     }
@@ -49,7 +50,8 @@ pub(crate) enum Capacity {
     Available,
     /// At [`max_connections`](ServerConfig::max_connections): 503.
     Full,
-    /// Shutting down: 503.
+    /// Shutting down: 503 (the bundled server stops accepting instead).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     ShuttingDown,
 }
 

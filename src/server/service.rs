@@ -230,6 +230,7 @@ impl StreamService {
     /// an upgrade until [`serve_upgraded`](Self::serve_upgraded) has made the connection's
     /// future, so that the limit and [`stopped`](Self::stopped) see the connection
     /// meanwhile.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn reserve(&self, limit: usize) -> Option<ConnectionGuard> {
         let mut reserved = false;
         self.shared.open.send_if_modified(|n| {
