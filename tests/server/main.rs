@@ -7,6 +7,8 @@
 mod support;
 
 #[cfg(feature = "axum")]
+mod axum_chat_example;
+#[cfg(feature = "axum")]
 mod axum_route;
 mod chat_protocol;
 mod echo_example;
