@@ -1,7 +1,8 @@
 //! The axum_chat example: its page and the chat protocol on one port, `?user=NAME` through
 //! the auth hook, and a graceful shutdown that reaches every WebSocket.
 
-#[allow(dead_code)]
+// The example includes examples/chat.rs, which chat_protocol.rs includes too.
+#[allow(dead_code, clippy::duplicate_mod)]
 #[path = "../../examples/axum_chat.rs"]
 mod axum_chat;
 
