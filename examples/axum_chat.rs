@@ -9,7 +9,8 @@
 //! `ws://127.0.0.1:9003/ws` (`cargo run --example chat_client -- ws://127.0.0.1:9003/ws`).
 //! The protocol (frames, errors, announcements) is the chat example's: its handler is
 //! shared, not copied (`examples/chat.rs`, included below). `ws://ADDR/ws?user=NAME`
-//! connects as user `NAME` (1–64 of `A-Z a-z 0-9 _ -`, else 400): a demo of the auth hook,
+//! connects as user `NAME` (1–64 of `A-Z a-z 0-9 _ -`, else 400; the chat example's
+//! `user_from_query`), and `{"action":"online"}` lists who is online: a demo of the auth hook,
 //! which behind axum also sees what the app's own middleware put in the request's
 //! extensions — a real app would read its session there instead of trusting the URL.
 //!
@@ -28,30 +29,14 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use nucleus_stream::StreamHub;
 use nucleus_stream::axum::StreamRoute;
-use nucleus_stream::server::{Admission, Rejection, ServerConfig, UpgradeRequest};
-
-/// The demo auth hook: `?user=NAME` names the connection's user; no `user` is anonymous.
-pub fn user_from_query(req: &UpgradeRequest<'_>) -> Result<Admission, Rejection> {
-    match req.query_param("user") {
-        None => Ok(Admission::anonymous()),
-        Some(name)
-            if (1..=64).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
-        {
-            Ok(Admission::user(name))
-        }
-        Some(_) => Err(Rejection::new(400).with_body("user: 1-64 of A-Z a-z 0-9 _ -")),
-    }
-}
+use nucleus_stream::server::ServerConfig;
 
 /// The app: the page at `/`, the chat at `/ws`. The route is returned too, for the shutdown.
 pub fn app(hub: &StreamHub, config: ServerConfig) -> (Router, StreamRoute) {
     let ws = StreamRoute::new(
         hub.clone(),
         chat::ChatHandler::default(),
-        config.auth(user_from_query),
+        config.auth(chat::user_from_query),
     );
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))

@@ -6,12 +6,24 @@
 //! cargo run --release --example chat_client [URL]    # in two other terminals
 //! ```
 //!
+//! Two nodes sharing rooms and presence through one Redis (feature `redis`):
+//!
+//! ```text
+//! cargo run --release --features redis --example chat -- 127.0.0.1:9001 --redis redis://127.0.0.1:6379
+//! cargo run --release --features redis --example chat -- 127.0.0.1:9002 --redis redis://127.0.0.1:6379
+//! ```
+//!
+//! `ws://ADDR/?user=NAME` connects as user `NAME` (1–64 of `A-Z a-z 0-9 _ -`; anything else
+//! is refused with 400). This is a demo of the auth hook (`ServerConfig::auth`) — a real
+//! application checks a token there instead of believing the client.
+//!
 //! Client → server (JSON text frames):
 //!
 //! ```text
 //! {"action":"join","room":R}
 //! {"action":"leave","room":R}
 //! {"action":"message","room":R,"text":T}
+//! {"action":"online"}
 //! ```
 //!
 //! Server → client (JSON text frames):
@@ -22,6 +34,9 @@
 //! {"type":"left","room":R,"socket":SOCKET_ID}             to R, before the leave (leaver included);
 //!                                                         on disconnect, to each room it was in
 //! {"type":"error","error":"..."}                          to the offending client only
+//! {"type":"online","users":[U...],"connections":N}        to the asking client only: online
+//!                                                         users and connections, cluster-wide
+//!                                                         with --redis
 //! ```
 //!
 //! Joining a room you are in does nothing. Leaving or messaging a room you are not in, bad
@@ -32,7 +47,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use nucleus_stream::server::{Server, ServerConfig};
+use nucleus_stream::server::{Admission, Rejection, Server, ServerConfig, UpgradeRequest};
 use nucleus_stream::{SocketMessage, StreamHandler, StreamHub, WebSocket, async_trait};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +58,7 @@ enum Action {
     Join { room: String },
     Leave { room: String },
     Message { room: String, text: String },
+    Online,
 }
 
 /// What the server sends.
@@ -64,6 +80,10 @@ pub enum ChatEvent<'a> {
     },
     Error {
         error: &'a str,
+    },
+    Online {
+        users: &'a [String],
+        connections: usize,
     },
 }
 
@@ -134,6 +154,15 @@ impl ChatHandler {
                 };
                 hub.broadcast_to_room(&room, event.to_message()).await.ok();
             }
+            Action::Online => {
+                let mut users = hub.online_users().await;
+                users.sort();
+                let event = ChatEvent::Online {
+                    users: &users,
+                    connections: hub.connection_count().await,
+                };
+                hub.send_to(me, event.to_message()).await.ok();
+            }
         }
         Ok(())
     }
@@ -186,6 +215,53 @@ impl StreamHandler for ChatHandler {
     }
 }
 
+/// The demo auth hook: `?user=NAME` names the connection's user; no `user` is anonymous.
+pub fn user_from_query(req: &UpgradeRequest<'_>) -> Result<Admission, Rejection> {
+    match req.query_param("user") {
+        None => Ok(Admission::anonymous()),
+        Some(name)
+            if (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            Ok(Admission::user(name))
+        }
+        Some(_) => Err(Rejection::new(400).with_body("user: 1-64 of A-Z a-z 0-9 _ -")),
+    }
+}
+
+#[cfg(feature = "redis")]
+type Cluster = nucleus_stream::cluster::RedisCluster;
+#[cfg(not(feature = "redis"))]
+type Cluster = ();
+
+#[cfg(feature = "redis")]
+fn join_cluster(hub: &StreamHub, url: &str) -> std::io::Result<Cluster> {
+    use nucleus_stream::cluster::{ClusterConfig, RedisCluster};
+    let cluster = RedisCluster::start(hub, ClusterConfig::new(url))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    println!("cluster node {} via {url}", cluster.node_id());
+    Ok(cluster)
+}
+
+#[cfg(not(feature = "redis"))]
+fn join_cluster(_hub: &StreamHub, _url: &str) -> std::io::Result<Cluster> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "--redis needs the redis feature: cargo run --features redis --example chat",
+    ))
+}
+
+async fn leave_cluster(cluster: Option<Cluster>) {
+    #[cfg(feature = "redis")]
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
+    #[cfg(not(feature = "redis"))]
+    let _ = cluster;
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let level = std::env::var("RUST_LOG")
@@ -198,10 +274,23 @@ async fn main() -> std::io::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9001".to_string());
-    let mut config = ServerConfig::default().max_connections(100_000);
+    let mut addr = "127.0.0.1:9001".to_string();
+    let mut redis_url = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--redis" => redis_url = args.next(),
+            _ => addr = arg,
+        }
+    }
+    let hub = StreamHub::new();
+    let cluster = match redis_url {
+        Some(url) => Some(join_cluster(&hub, &url)?),
+        None => None,
+    };
+    let mut config = ServerConfig::default()
+        .max_connections(100_000)
+        .auth(user_from_query);
     // Measurement knobs of the wire path (benches/compare_uws.sh, BENCHMARKS.md): e.g.
     // NUCLEUS_WRITE_LATE=0, NUCLEUS_COALESCE_BELOW=0 (every payload by reference).
     if let Ok(v) = std::env::var("NUCLEUS_WRITE_LATE") {
@@ -213,7 +302,7 @@ async fn main() -> std::io::Result<()> {
     {
         config = config.coalesce_below(n);
     }
-    let server = Server::new(StreamHub::new(), ChatHandler::default())
+    let server = Server::new(hub, ChatHandler::default())
         .config(config)
         .bind(&addr)
         .await?;
@@ -224,13 +313,8 @@ async fn main() -> std::io::Result<()> {
     );
 
     tokio::signal::ctrl_c().await?;
-    let hub = server.hub().clone();
-    println!(
-        "shutting down ({} connections; hub: {} sockets, {} rooms)",
-        server.connections(),
-        hub.connection_count().await,
-        hub.list_rooms().await.len()
-    );
+    println!("shutting down ({} connections)", server.connections());
+    leave_cluster(cluster).await;
     server.shutdown_and_wait().await;
     Ok(())
 }

@@ -61,6 +61,11 @@ pub enum StreamError {
     #[error("text payload is not valid UTF-8")]
     InvalidUtf8(#[source] std::str::Utf8Error),
 
+    /// [`StreamHub::attach_cluster`](crate::StreamHub::attach_cluster) was called on a hub
+    /// that already has a cluster.
+    #[error("a cluster is already attached to this hub")]
+    ClusterAttached,
+
     /// Serializing or deserializing JSON failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

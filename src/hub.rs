@@ -1,5 +1,6 @@
 //! The hub: sockets, rooms, users, and every way to reach them.
 
+use crate::cluster_link::{ClusterLink, Except};
 use crate::entry::SocketEntry;
 use crate::error::StreamError;
 use crate::index::ShardedIndex;
@@ -9,7 +10,8 @@ use crate::queue::{CloseReason, TrySendError};
 use crate::report::BroadcastReport;
 use crate::room::{JoinOutcome, LeaveOutcome, Room, RoomCell};
 use crate::socket::WebSocket;
-use crate::sync::{Arc, AtomicUsize, Ordering, lock};
+use crate::socket_id::SocketIdGenerator;
+use crate::sync::{Arc, AtomicUsize, OnceLock, Ordering, lock};
 use std::ptr;
 use std::sync::Arc as StrArc;
 
@@ -154,7 +156,20 @@ struct HubInner {
     /// Registered sockets. Changed only inside the sockets-shard critical section that
     /// inserts or removes the socket, so it never underflows.
     connections: AtomicUsize,
+    /// The cluster this hub is a node of, set once by `attach_cluster` and then only read,
+    /// with the node's socket ids. Unset, it costs the message paths one acquire load.
+    cluster: OnceLock<ClusterNode>,
+    /// Ids for `next_socket_id` while no cluster is attached.
+    local_ids: SocketIdGenerator,
 }
+
+/// The link and ids of a hub that is a cluster node (see `hub/node.rs`).
+struct ClusterNode {
+    link: StrArc<dyn ClusterLink>,
+    ids: SocketIdGenerator,
+}
+
+mod node;
 
 impl Default for StreamHub {
     fn default() -> Self {
@@ -187,6 +202,8 @@ impl StreamHub {
                 rooms: ShardedIndex::new(shards),
                 presence: Presence::new(shards),
                 connections: AtomicUsize::new(0),
+                cluster: OnceLock::new(),
+                local_ids: SocketIdGenerator::new("c"),
             }),
         }
     }
@@ -231,6 +248,12 @@ impl StreamHub {
             inner.presence.add(user, &entry);
         }
         drop(state);
+        if let Some(link) = self.link() {
+            link.connections_changed();
+            if let Some(user) = entry.socket.user_id() {
+                link.user_changed(user);
+            }
+        }
         Ok(())
     }
 
@@ -265,6 +288,15 @@ impl StreamHub {
             inner.presence.remove(user, &entry);
         }
         drop(state);
+        if let Some(link) = self.link() {
+            link.connections_changed();
+            if let Some(user) = entry.socket.user_id() {
+                link.user_changed(user);
+            }
+            for name in &rooms {
+                link.room_changed(name);
+            }
+        }
         entry
             .socket
             .sender()
@@ -328,6 +360,10 @@ impl StreamHub {
             match current.insert(&entry) {
                 JoinOutcome::Joined | JoinOutcome::AlreadyMember => {
                     state.rooms.push(StrArc::clone(&current.name));
+                    drop(state);
+                    if let Some(link) = self.link() {
+                        link.room_changed(room);
+                    }
                     return Ok(true);
                 }
                 // Emptied meanwhile: get (or make) its successor and retry.
@@ -391,10 +427,16 @@ impl StreamHub {
         };
         state.rooms.swap_remove(i);
         self.leave_cell(&entry, room);
+        drop(state);
+        if let Some(link) = self.link() {
+            link.room_changed(room);
+        }
         Ok(true)
     }
 
     /// Socket ids in a room, in no particular order; empty if the room does not exist.
+    /// **Local**: this node's members only; with a cluster, `RedisCluster::room_members`
+    /// asks the other nodes and [`cluster_room_size`](Self::cluster_room_size) counts them.
     pub async fn get_room_members(&self, room: &str) -> Vec<String> {
         self.inner
             .rooms
@@ -432,7 +474,8 @@ impl StreamHub {
             .unwrap_or(false)
     }
 
-    /// Names of all rooms with at least one member.
+    /// Names of all rooms with at least one member. **Local**: rooms with members on this
+    /// node; [`cluster_list_rooms`](Self::cluster_list_rooms) is the cluster-wide form.
     pub async fn list_rooms(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.inner.rooms.for_each(|name, cell| {
@@ -443,7 +486,7 @@ impl StreamHub {
         out
     }
 
-    /// A snapshot of a room, or `None` if it does not exist.
+    /// A snapshot of a room, or `None` if it does not exist. **Local**: this node's members.
     pub async fn get_room(&self, room: &str) -> Option<Room> {
         let cell = self.inner.rooms.get(room)?;
         let members = cell.load_full();
@@ -456,13 +499,21 @@ impl StreamHub {
     ///
     /// [`StreamError::SocketNotFound`] if no socket has this id; [`StreamError::SendFailed`]
     /// if its queue is closed or refused the message (full).
+    ///
+    /// With a cluster attached, a socket registered on another node (its id names that node,
+    /// see [`next_socket_id`](Self::next_socket_id)) is reached through the cluster: `Ok`
+    /// then means handed to the cluster (delivery at most once), and
+    /// [`StreamError::SendFailed`] that the cluster could not take it.
     pub async fn send_to(&self, socket_id: &str, msg: SocketMessage) -> Result<(), StreamError> {
-        match self
-            .inner
-            .sockets
-            .with(socket_id, |entry| entry.socket.sender().shared().push(msg))
-        {
-            None => Err(StreamError::SocketNotFound(socket_id.to_string())),
+        let mut slot = Some(msg);
+        let pushed = self.inner.sockets.with(socket_id, |entry| {
+            slot.take().map(|m| entry.socket.sender().shared().push(m))
+        });
+        match pushed.flatten() {
+            None => match (self.link(), slot) {
+                (Some(link), Some(msg)) => link.send_to_remote(socket_id, &msg),
+                _ => Err(StreamError::SocketNotFound(socket_id.to_string())),
+            },
             Some(Ok(_)) => Ok(()),
             Some(Err(TrySendError::Full(_) | TrySendError::Closed(_))) => {
                 Err(StreamError::SendFailed(socket_id.to_string()))
@@ -505,29 +556,53 @@ impl StreamHub {
         except: Option<&str>,
     ) -> Result<BroadcastReport, StreamError> {
         self.check_room_name(room)?;
+        let (report, except_local) = self.deliver_room(room, msg, except);
+        if let Some(link) = self.link() {
+            let except = except.map(|id| Except::new(id, except_local));
+            link.room_broadcast(room, msg, except);
+        }
+        Ok(report)
+    }
+
+    /// Local delivery of a room broadcast; also says whether the excluded socket is local.
+    pub(crate) fn deliver_room(
+        &self,
+        room: &str,
+        msg: &SocketMessage,
+        except: Option<&str>,
+    ) -> (BroadcastReport, bool) {
         // Hold the excluded entry so its address cannot be reused by a new socket while we
         // compare against it.
         let except = except.and_then(|id| self.inner.sockets.get(id));
         let except_ptr = except.as_ref().map_or(ptr::null(), Arc::as_ptr);
-        Ok(self
+        let report = self
             .inner
             .rooms
             .with(room, |cell| cell.load().broadcast(msg, except_ptr))
-            .unwrap_or_default())
+            .unwrap_or_default();
+        (report, except.is_some())
     }
 
     /// Queues a message for every registered socket; returns how many queued it.
     /// [`broadcast_all_report`](Self::broadcast_all_report) also says how many refused.
+    ///
+    /// With a cluster attached it also reaches every socket on the other nodes (at most
+    /// once); the count and the report are this node's.
     pub async fn broadcast_all(&self, msg: SocketMessage) -> usize {
-        self.broadcast_all_now(&msg).queued
+        self.broadcast_all_report(msg).await.queued
     }
 
-    /// As [`broadcast_all`](Self::broadcast_all), with the full report.
+    /// As [`broadcast_all`](Self::broadcast_all), with the full (local) report.
     pub async fn broadcast_all_report(&self, msg: SocketMessage) -> BroadcastReport {
-        self.broadcast_all_now(&msg)
+        let report = self.deliver_all(&msg);
+        if let Some(link) = self.link() {
+            link.broadcast_all_remote(&msg);
+        }
+        report
     }
 
-    fn broadcast_all_now(&self, msg: &SocketMessage) -> BroadcastReport {
+    /// Local delivery to every socket.
+    pub(crate) fn deliver_all(&self, msg: &SocketMessage) -> BroadcastReport {
         let mut report = BroadcastReport::default();
         self.inner.sockets.for_each(|_, entry| {
             report.record(entry.socket.sender().shared().push(msg.clone()));
@@ -546,8 +621,16 @@ impl StreamHub {
         user_id: &str,
         msg: SocketMessage,
     ) -> Result<BroadcastReport, StreamError> {
-        Ok(self
-            .inner
+        let report = self.deliver_user(user_id, &msg);
+        if let Some(link) = self.link() {
+            link.send_to_user_remote(user_id, &msg);
+        }
+        Ok(report)
+    }
+
+    /// Local delivery to a user's devices.
+    pub(crate) fn deliver_user(&self, user_id: &str, msg: &SocketMessage) -> BroadcastReport {
+        self.inner
             .presence
             .with_devices(user_id, |devices| {
                 let mut report = BroadcastReport::default();
@@ -556,28 +639,59 @@ impl StreamHub {
                 }
                 report
             })
-            .unwrap_or_default())
+            .unwrap_or_default()
     }
 
-    /// Whether the user has at least one registered socket.
+    /// Local delivery to one socket (no cluster fallback).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn deliver_to(&self, socket_id: &str, msg: SocketMessage) -> bool {
+        matches!(
+            self.inner
+                .sockets
+                .with(socket_id, |entry| entry.socket.sender().shared().push(msg)),
+            Some(Ok(_))
+        )
+    }
+
+    /// Whether the user has at least one registered socket — on any node when a cluster is
+    /// attached.
     pub async fn is_user_online(&self, user_id: &str) -> bool {
         self.inner.presence.is_online(user_id)
+            || self.link().is_some_and(|l| l.remote_user_online(user_id))
     }
 
-    /// Users with at least one registered socket, in no particular order.
+    /// Users with at least one registered socket, in no particular order — on any node when a
+    /// cluster is attached (each user once).
     pub async fn online_users(&self) -> Vec<String> {
-        self.inner.presence.online_users()
+        let mut users = self.inner.presence.online_users();
+        if let Some(link) = self.link() {
+            for user in link.remote_users() {
+                if !self.inner.presence.is_online(&user) {
+                    users.push(user);
+                }
+            }
+        }
+        users
     }
 
-    /// Registered sockets.
+    /// Registered sockets — on every node when a cluster is attached.
     pub async fn connection_count(&self) -> usize {
-        // ORDERING: a statistic; exact once concurrent (un)registrations have returned.
-        self.inner.connections.load(Ordering::Relaxed)
+        self.local_connection_count() + self.link().map_or(0, |l| l.remote_connections())
     }
 
-    /// Users with at least one registered socket.
+    /// Users with at least one registered socket — on any node when a cluster is attached.
     pub async fn online_user_count(&self) -> usize {
-        self.inner.presence.online_count()
+        match self.link() {
+            None => self.inner.presence.online_count(),
+            Some(link) => {
+                let remote_only = link
+                    .remote_users()
+                    .iter()
+                    .filter(|u| !self.inner.presence.is_online(u))
+                    .count();
+                self.inner.presence.online_count() + remote_only
+            }
+        }
     }
 
     /// Whether a socket with this id is registered.

@@ -12,6 +12,9 @@
 //! - [`StreamHandler`] is the application's callbacks; the `server` feature (on by default)
 //!   runs hub and handler over real WebSockets; the `axum` feature serves the same
 //!   connections behind an axum router (`nucleus_stream::axum::StreamRoute`).
+//! - Several processes can share rooms, direct messages and presence: the core calls a
+//!   [`ClusterLink`](cluster_link::ClusterLink) hook, and the `redis` feature's `cluster`
+//!   module implements it over Redis pub/sub.
 //!
 //! ```
 //! use nucleus_stream::{channel, QueueConfig, SocketMessage, StreamHub, WebSocket};
@@ -29,6 +32,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cluster_link;
 mod entry;
 mod error;
 mod handler;
@@ -40,7 +44,11 @@ mod queue;
 mod report;
 mod room;
 mod socket;
+pub mod socket_id;
 mod sync;
+
+#[cfg(all(feature = "redis", not(nucleus_loom)))]
+pub mod cluster;
 
 #[cfg(all(feature = "server", not(nucleus_loom)))]
 pub mod server;

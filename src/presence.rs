@@ -109,6 +109,12 @@ impl Presence {
         out
     }
 
+    /// Calls `f` with each online user and its device count.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&str, usize)) {
+        self.users
+            .for_each(|user, devices| f(user, devices.0.len()));
+    }
+
     pub(crate) fn online_count(&self) -> usize {
         // ORDERING: a statistic; exact once concurrent registrations have returned.
         self.online.load(Ordering::Relaxed)

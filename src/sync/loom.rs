@@ -6,6 +6,10 @@ pub(crate) use loom::sync::{
     atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering},
 };
 
+/// A write-once cell (the hub's cluster link: set once, then only read). loom has no
+/// `OnceLock`; std's is used in both builds — no loom model attaches a cluster.
+pub(crate) use std::sync::OnceLock;
+
 /// The hash state of the crate's maps: fixed, because loom replays schedules and needs every
 /// execution of a model to iterate a map (and so clone and drop its `Arc`s) in the same order.
 pub(crate) type HashState =

@@ -5,6 +5,9 @@ pub(crate) use std::sync::{
     atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering},
 };
 
+/// A write-once cell (the hub's cluster link: set once, then only read).
+pub(crate) use std::sync::OnceLock;
+
 /// The hash state of the crate's maps: randomly keyed.
 pub(crate) type HashState = std::collections::hash_map::RandomState;
 

@@ -81,6 +81,11 @@ async fn the_page_and_the_chat_share_one_port_and_shutdown_reaches_every_socket(
             (Some("message"), Some("hi bob"))
         );
     }
+    // Presence through the demo login.
+    send_text(&mut bob, &json!({"action": "online"}).to_string()).await;
+    let online = recv_json(&mut bob).await;
+    assert_eq!(online["type"], "online");
+    assert_eq!(online["users"], json!(["alice", "bob"]));
     send_text(&mut bob, "not json").await;
     assert_eq!(recv_json(&mut bob).await["type"], "error");
 

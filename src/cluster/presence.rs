@@ -1,0 +1,310 @@
+//! Cluster presence: what this node announces about itself, and its replica of the others.
+//!
+//! Each node announces on the presence channel, inside a [`Kind::Presence`] envelope:
+//!
+//! - a **full state** every heartbeat (its connection count, its users with their device
+//!   counts, its rooms with their member counts, and the TTL after which the others must
+//!   forget it), and right after (re)subscribing;
+//! - **deltas** as its users and rooms change, coalesced over a few milliseconds, carrying
+//!   *absolute* counts (0 = gone), so applying one twice or after a lost one never corrupts
+//!   the replica — the next full state heals anything missed;
+//! - **hello** after (re)subscribing, asking every other node for its full state now;
+//! - **goodbye** on a graceful shutdown.
+//!
+//! Payload (after the envelope header), big-endian:
+//!
+//! ```text
+//! 1  op: 1 full, 2 delta, 3 hello, 4 goodbye
+//! -- full and delta only:
+//! 4  ttl in ms
+//! 4  connections
+//! 4  n users, then n × (u16 len, user, u32 devices)
+//! 4  n rooms, then n × (u16 len, room, u32 members)
+//! ```
+//!
+//! A node whose last full state or delta is older than its TTL is dropped from the replica:
+//! that is how a node that died without a goodbye disappears.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+
+use super::envelope::{DecodeError, Reader};
+
+pub(crate) const OP_FULL: u8 = 1;
+pub(crate) const OP_DELTA: u8 = 2;
+pub(crate) const OP_HELLO: u8 = 3;
+pub(crate) const OP_GOODBYE: u8 = 4;
+
+/// A full state or delta, owned.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct State {
+    pub(crate) ttl_ms: u32,
+    pub(crate) connections: u32,
+    pub(crate) users: Vec<(String, u32)>,
+    pub(crate) rooms: Vec<(String, u32)>,
+}
+
+pub(crate) fn encode_state(op: u8, state: &State) -> BytesMut {
+    let mut b = BytesMut::with_capacity(
+        13 + state.users.iter().map(|(u, _)| u.len() + 6).sum::<usize>()
+            + state.rooms.iter().map(|(r, _)| r.len() + 6).sum::<usize>(),
+    );
+    b.put_u8(op);
+    b.put_u32(state.ttl_ms);
+    b.put_u32(state.connections);
+    for list in [&state.users, &state.rooms] {
+        let list: Vec<_> = list
+            .iter()
+            .filter(|(k, _)| k.len() <= u16::MAX as usize)
+            .collect();
+        b.put_u32(list.len() as u32);
+        for (k, n) in list {
+            b.put_u16(k.len() as u16);
+            b.put_slice(k.as_bytes());
+            b.put_u32(*n);
+        }
+    }
+    b
+}
+
+pub(crate) enum Announcement {
+    Full(State),
+    Delta(State),
+    Hello,
+    Goodbye,
+}
+
+pub(crate) fn decode(payload: &[u8]) -> Result<Announcement, DecodeError> {
+    let mut r = Reader::new(payload);
+    let op = r.u8()?;
+    match op {
+        OP_HELLO => return Ok(Announcement::Hello),
+        OP_GOODBYE => return Ok(Announcement::Goodbye),
+        OP_FULL | OP_DELTA => {}
+        _ => return Err(DecodeError::Malformed),
+    }
+    let ttl_ms = r.u32()?;
+    let connections = r.u32()?;
+    let mut lists = [Vec::new(), Vec::new()];
+    for list in &mut lists {
+        let n = r.u32()? as usize;
+        // Each entry takes at least 6 bytes: a count beyond what is left is malformed (and
+        // must not become a huge allocation).
+        if n > payload.len() / 6 {
+            return Err(DecodeError::Malformed);
+        }
+        list.reserve(n);
+        for _ in 0..n {
+            let len = r.u16()? as usize;
+            let key = r.str(len)?.to_string();
+            list.push((key, r.u32()?));
+        }
+    }
+    if !r.is_empty() {
+        return Err(DecodeError::Malformed);
+    }
+    let [users, rooms] = lists;
+    let state = State {
+        ttl_ms,
+        connections,
+        users,
+        rooms,
+    };
+    Ok(if op == OP_FULL {
+        Announcement::Full(state)
+    } else {
+        Announcement::Delta(state)
+    })
+}
+
+/// What this node knows of another.
+#[derive(Debug)]
+struct NodeState {
+    connections: usize,
+    users: HashMap<String, u32>,
+    rooms: HashMap<String, u32>,
+    expires: Instant,
+}
+
+/// This node's replica of every other live node's presence.
+#[derive(Debug, Default)]
+pub(crate) struct Replica {
+    nodes: HashMap<String, NodeState>,
+}
+
+impl Replica {
+    /// Applies an announcement from `node`; returns whether `node` was new to the replica.
+    pub(crate) fn apply(&mut self, node: &str, a: Announcement, now: Instant) -> bool {
+        let (state, full) = match a {
+            Announcement::Goodbye => {
+                self.nodes.remove(node);
+                return false;
+            }
+            Announcement::Hello => return !self.nodes.contains_key(node),
+            Announcement::Full(s) => (s, true),
+            Announcement::Delta(s) => (s, false),
+        };
+        let ttl = Duration::from_millis(u64::from(state.ttl_ms.max(1)));
+        let new = !self.nodes.contains_key(node);
+        let entry = self
+            .nodes
+            .entry(node.to_string())
+            .or_insert_with(|| NodeState {
+                connections: 0,
+                users: HashMap::new(),
+                rooms: HashMap::new(),
+                expires: now + ttl,
+            });
+        entry.expires = now + ttl;
+        entry.connections = state.connections as usize;
+        if full {
+            entry.users.clear();
+            entry.rooms.clear();
+        }
+        for (map, list) in [
+            (&mut entry.users, state.users),
+            (&mut entry.rooms, state.rooms),
+        ] {
+            for (k, n) in list {
+                if n == 0 {
+                    map.remove(&k);
+                } else {
+                    map.insert(k, n);
+                }
+            }
+        }
+        new
+    }
+
+    /// Forgets nodes whose TTL ran out; returns how many.
+    pub(crate) fn expire(&mut self, now: Instant) -> usize {
+        let before = self.nodes.len();
+        self.nodes.retain(|_, n| n.expires > now);
+        before - self.nodes.len()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.nodes.clear();
+    }
+
+    pub(crate) fn has_node(&self, node: &str) -> bool {
+        self.nodes.contains_key(node)
+    }
+
+    pub(crate) fn nodes(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    pub(crate) fn user_online(&self, user: &str) -> bool {
+        self.nodes.values().any(|n| n.users.contains_key(user))
+    }
+
+    /// Nodes holding a device of `user`.
+    pub(crate) fn nodes_of_user(&self, user: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.users.contains_key(user))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    pub(crate) fn users(&self) -> Vec<String> {
+        let mut seen = HashSet::new();
+        for n in self.nodes.values() {
+            seen.extend(n.users.keys().map(String::as_str));
+        }
+        seen.into_iter().map(str::to_string).collect()
+    }
+
+    pub(crate) fn connections(&self) -> usize {
+        self.nodes.values().map(|n| n.connections).sum()
+    }
+
+    pub(crate) fn rooms(&self) -> Vec<(String, usize)> {
+        let mut out: HashMap<&str, usize> = HashMap::new();
+        for n in self.nodes.values() {
+            for (r, c) in &n.rooms {
+                *out.entry(r).or_default() += *c as usize;
+            }
+        }
+        out.into_iter().map(|(r, c)| (r.to_string(), c)).collect()
+    }
+
+    /// Nodes with members in `room`.
+    pub(crate) fn nodes_of_room(&self, room: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.rooms.contains_key(room))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    pub(crate) fn room_size(&self, room: &str) -> usize {
+        self.nodes
+            .values()
+            .filter_map(|n| n.rooms.get(room))
+            .map(|c| *c as usize)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(users: &[(&str, u32)], rooms: &[(&str, u32)]) -> State {
+        State {
+            ttl_ms: 1000,
+            connections: users.iter().map(|(_, n)| n).sum(),
+            users: users.iter().map(|(u, n)| (u.to_string(), *n)).collect(),
+            rooms: rooms.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+        }
+    }
+
+    fn round_trip(op: u8, s: &State) -> Announcement {
+        decode(&encode_state(op, s)).expect("decodes")
+    }
+
+    #[test]
+    fn full_then_delta_then_expiry() {
+        let now = Instant::now();
+        let mut r = Replica::default();
+        let full = state(&[("alice", 2), ("bob", 1)], &[("general", 3)]);
+        assert!(r.apply("b", round_trip(OP_FULL, &full), now));
+        assert!(r.user_online("alice"));
+        assert_eq!(r.connections(), 3);
+        assert_eq!(r.room_size("general"), 3);
+        let delta = state(&[("alice", 0)], &[("general", 1)]);
+        assert!(!r.apply("b", round_trip(OP_DELTA, &delta), now));
+        assert!(!r.user_online("alice"));
+        assert!(r.user_online("bob"));
+        assert_eq!(r.room_size("general"), 1);
+        assert_eq!(r.expire(now + Duration::from_millis(500)), 0);
+        assert_eq!(r.expire(now + Duration::from_millis(1001)), 1);
+        assert!(!r.user_online("bob"));
+    }
+
+    #[test]
+    fn goodbye_forgets_at_once() {
+        let now = Instant::now();
+        let mut r = Replica::default();
+        r.apply("b", round_trip(OP_FULL, &state(&[("x", 1)], &[])), now);
+        r.apply("b", Announcement::Goodbye, now);
+        assert!(!r.has_node("b"));
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors() {
+        let good = encode_state(OP_FULL, &state(&[("alice", 1)], &[("r", 1)]));
+        for cut in 1..good.len() {
+            assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode(&[9]).is_err());
+        // A huge claimed count does not allocate or panic.
+        let mut huge = vec![OP_DELTA, 0, 0, 0, 1, 0, 0, 0, 0];
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode(&huge).is_err());
+    }
+}

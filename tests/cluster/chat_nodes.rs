@@ -1,0 +1,284 @@
+//! Two processes of the chat example joined through a real redis-server, with real
+//! WebSocket clients on both.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::redis_server::RedisServer;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A chat example process; killed (SIGKILL, no goodbye) on drop.
+struct ChatNode {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn chat_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = profile_dir.join("examples").join("chat");
+    let rebuild = "build it with `cargo build --features redis --example chat` \
+                   (`cargo test --all-features` does)";
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} missing: {rebuild}", bin.display()));
+    // Running an example older than its source would test stale code.
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chat.rs");
+    if let Ok(src) = std::fs::metadata(source).and_then(|m| m.modified()) {
+        assert!(
+            built >= src,
+            "{} is older than examples/chat.rs: {rebuild}",
+            bin.display()
+        );
+    }
+    bin
+}
+
+impl ChatNode {
+    fn start(redis_url: &str) -> Self {
+        let mut child = Command::new(chat_binary())
+            .args(["127.0.0.1:0", "--redis", redis_url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chat");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = None;
+        let mut clustered = false;
+        while addr.is_none() || !clustered {
+            let line = lines
+                .next()
+                .expect("chat exited before listening (built without --features redis?)")
+                .expect("read");
+            if line.starts_with("cluster node ") {
+                clustered = true;
+            }
+            if let Some(rest) = line.strip_prefix("chat listening on ws://") {
+                addr = Some(rest.trim().parse().expect("address"));
+            }
+        }
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            addr: addr.expect("addr"),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChatNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn connect(addr: SocketAddr, user: &str) -> Ws {
+    let url = format!("ws://{addr}/?user={user}");
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect")
+        .0
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.expect("send");
+}
+
+/// The next JSON text frame within `wait`, if any.
+async fn recv_within(ws: &mut Ws, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Reads frames until one matches `want` (within `wait`).
+async fn recv_matching(
+    ws: &mut Ws,
+    wait: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let v = recv_within(ws, left).await?;
+        if want(&v) {
+            return Some(v);
+        }
+    }
+}
+
+async fn online(ws: &mut Ws) -> (Vec<String>, u64) {
+    send(ws, json!({"action": "online"})).await;
+    let v = recv_matching(ws, Duration::from_secs(5), |v| v["type"] == "online")
+        .await
+        .expect("online answer");
+    let users = v["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| u.as_str().expect("string").to_string())
+        .collect();
+    (users, v["connections"].as_u64().expect("connections"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chat_processes_share_rooms_and_presence_and_forget_a_killed_node() {
+    let mut redis = RedisServer::start();
+    let a = ChatNode::start(&redis.url());
+    let mut b = ChatNode::start(&redis.url());
+    // The demo auth hook refuses a user name outside its alphabet with 400.
+    match tokio_tungstenite::connect_async(format!("ws://{}/?user=a%20b", a.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 400),
+        other => panic!("expected 400, got {:?}", other.map(|_| ())),
+    }
+    let mut alice = connect(a.addr, "alice").await;
+    let mut bob = connect(b.addr, "bob").await;
+
+    // Presence across the processes, answered to the asker only.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (users, connections) = online(&mut alice).await;
+        if users == ["alice", "bob"] && connections == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence never settled: {users:?} {connections}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        recv_within(&mut bob, Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+
+    for ws in [&mut alice, &mut bob] {
+        send(ws, json!({"action": "join", "room": "lobby"})).await;
+        recv_matching(ws, Duration::from_secs(5), |v| v["type"] == "joined")
+            .await
+            .expect("own join announced");
+    }
+    // A room split across the processes: alice's messages reach bob (retrying until bob's
+    // node has subscribed), then in order.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        send(
+            &mut alice,
+            json!({"action": "message", "room": "lobby", "text": format!("hi {n}")}),
+        )
+        .await;
+        let got = recv_matching(&mut bob, Duration::from_millis(300), |v| {
+            v["type"] == "message"
+        })
+        .await;
+        if got.is_some_and(|v| v["text"] == format!("hi {n}")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no cross-node delivery");
+    }
+    for i in 0..50 {
+        send(
+            &mut bob,
+            json!({"action": "message", "room": "lobby", "text": format!("b{i}")}),
+        )
+        .await;
+    }
+    for i in 0..50 {
+        let v = recv_matching(&mut alice, Duration::from_secs(5), |v| {
+            v["type"] == "message" && v["text"].as_str().is_some_and(|t| t.starts_with('b'))
+        })
+        .await
+        .expect("bob's message on alice's node");
+        assert_eq!(v["text"], format!("b{i}"));
+    }
+
+    // Redis restarts: each node keeps serving its own clients, then both reconnect,
+    // resubscribe and re-announce, and the room spans the processes again.
+    redis.kill();
+    send(
+        &mut alice,
+        json!({"action": "message", "room": "lobby", "text": "while down"}),
+    )
+    .await;
+    let v = recv_matching(&mut alice, Duration::from_secs(5), |v| {
+        v["type"] == "message"
+    })
+    .await
+    .expect("local delivery while Redis is down");
+    assert_eq!(v["text"], "while down");
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        n += 1;
+        let text = format!("back {n}");
+        send(
+            &mut bob,
+            json!({"action": "message", "room": "lobby", "text": text}),
+        )
+        .await;
+        let got = recv_matching(&mut alice, Duration::from_millis(300), |v| {
+            v["type"] == "message" && v["text"] == text
+        })
+        .await;
+        if got.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "room not whole again after the Redis restart"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (users, connections) = online(&mut alice).await;
+        if users == ["alice", "bob"] && connections == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence not whole again: {users:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Kill bob's node without a goodbye: bob goes offline on a within the bound (12 s TTL
+    // by default, checked at least every probe interval).
+    b.kill();
+    let killed = Instant::now();
+    loop {
+        let (users, connections) = online(&mut alice).await;
+        if users == ["alice"] && connections == 1 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "killed node still present after {:?}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(killed.elapsed() <= Duration::from_secs(16), "bound is 15 s");
+}
