@@ -106,7 +106,14 @@ impl StreamService {
     /// Runs one WebSocket connection on `stream`, an already-upgraded byte stream (the HTTP
     /// handshake is done; the next bytes are WebSocket frames from the client), until it ends.
     ///
-    /// The connection is registered in the hub under a fresh server-generated id (as
+    /// This is the entry point for any stack that does its own upgrade: hyper (wrap its
+    /// `Upgraded` in `hyper_util::rt::TokioIo`), another framework, a TLS acceptor, a test
+    /// over `tokio::io::duplex`. The bundled server and the axum route (feature `axum`) both
+    /// end here. The caller decides admission (Origin, auth, limits) and passes the result
+    /// as `admission`.
+    ///
+    /// The connection is registered in the hub under a fresh id from
+    /// [`StreamHub::next_socket_id`] (node-aware in a cluster) (as
     /// `admission`'s user, with its metadata), [`on_connect`](StreamHandler::on_connect)
     /// runs, then messages go to [`on_message`](StreamHandler::on_message) in order while
     /// everything queued for the socket is written to it, under the service's
