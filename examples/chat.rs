@@ -216,7 +216,7 @@ impl StreamHandler for ChatHandler {
 }
 
 /// The demo auth hook: `?user=NAME` names the connection's user; no `user` is anonymous.
-fn user_from_query(req: &UpgradeRequest<'_>) -> Result<Admission, Rejection> {
+pub fn user_from_query(req: &UpgradeRequest<'_>) -> Result<Admission, Rejection> {
     match req.query_param("user") {
         None => Ok(Admission::anonymous()),
         Some(name)

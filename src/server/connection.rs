@@ -40,20 +40,9 @@ use crate::server::frame::{self, FrameReader, Incoming, OP_PING, OP_PONG, ReadEr
 use crate::server::outbox::{BATCH_BYTES, Outbox};
 use crate::server::service::ServiceShared;
 use crate::socket::WebSocket;
-use crate::sync::{AtomicU64, Ordering};
 
 /// Close code sent to a slow consumer (policy violation).
 pub(crate) const SLOW_CONSUMER_CODE: u16 = 1008;
-
-/// Source of server-generated socket ids, unique in the process.
-/// Invariant: only ever incremented, so no two connections get the same number.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-fn next_socket_id() -> Arc<str> {
-    // ORDERING: uniqueness needs only the atomicity of the increment.
-    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    Arc::from(format!("c{n:x}"))
-}
 
 /// The shutdown signal: `Some(deadline)` once a graceful shutdown has begun.
 pub(crate) type ShutdownRx = watch::Receiver<Option<Instant>>;
@@ -188,7 +177,8 @@ pub(crate) async fn open<S>(
     let hub = &shared.hub;
     let (socket, mut rx) = loop {
         let (tx, rx) = channel(config.queue);
-        let id = next_socket_id();
+        // The hub's ids name the node in a cluster, so `send_to` elsewhere routes here.
+        let id = hub.next_socket_id();
         let mut socket = match &admission.user_id {
             Some(user) => WebSocket::authenticated(id, user.as_str(), tx),
             None => WebSocket::new(id, tx),

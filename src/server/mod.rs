@@ -66,6 +66,7 @@
 //! # }).unwrap();
 //! ```
 
+pub(crate) mod admission;
 mod auth;
 mod config;
 mod connection;
@@ -83,7 +84,6 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout};
-use tokio_tungstenite::tungstenite::http::StatusCode;
 use tracing::{debug, info, warn};
 
 use crate::handler::StreamHandler;
@@ -379,12 +379,7 @@ fn admit(shared: &Arc<ServerShared>, tasks: &mut JoinSet<()>, stream: TcpStream,
         tasks.spawn(async move {
             let _guard = guard;
             let mut stream = stream;
-            let refuse = upgrade::upgrade(
-                &mut stream,
-                shared.service.config(),
-                peer,
-                Some((StatusCode::SERVICE_UNAVAILABLE, "too many connections")),
-            );
+            let refuse = upgrade::upgrade(&mut stream, shared.service.config(), peer, true);
             let _ = timeout(handshake_timeout, refuse).await;
             warn!(%peer, "connection refused with 503: at max_connections");
         });
@@ -411,7 +406,7 @@ async fn serve_tcp(service: &StreamService, mut stream: TcpStream, peer: SocketA
     // connection's task for its whole life.
     let handshake = Box::pin(timeout(
         config.handshake_timeout,
-        upgrade::upgrade(&mut stream, config, peer, None),
+        upgrade::upgrade(&mut stream, config, peer, false),
     ));
     let outcome = tokio::select! {
         outcome = handshake => outcome,

@@ -106,7 +106,14 @@ impl StreamService {
     /// Runs one WebSocket connection on `stream`, an already-upgraded byte stream (the HTTP
     /// handshake is done; the next bytes are WebSocket frames from the client), until it ends.
     ///
-    /// The connection is registered in the hub under a fresh server-generated id (as
+    /// This is the entry point for any stack that does its own upgrade: hyper (wrap its
+    /// `Upgraded` in `hyper_util::rt::TokioIo`), another framework, a TLS acceptor, a test
+    /// over `tokio::io::duplex`. The bundled server and the axum route (feature `axum`) both
+    /// end here. The caller decides admission (Origin, auth, limits) and passes the result
+    /// as `admission`.
+    ///
+    /// The connection is registered in the hub under a fresh id from
+    /// [`StreamHub::next_socket_id`] (node-aware in a cluster) (as
     /// `admission`'s user, with its metadata), [`on_connect`](StreamHandler::on_connect)
     /// runs, then messages go to [`on_message`](StreamHandler::on_message) in order while
     /// everything queued for the socket is written to it, under the service's
@@ -232,6 +239,26 @@ impl StreamService {
     pub(crate) fn shared(&self) -> &Arc<ServiceShared> {
         &self.shared
     }
+
+    /// Counts one more connection in [`connections`](Self::connections) unless `limit` are
+    /// already counted (check and count are one step): a transport holds it from admitting
+    /// an upgrade until [`serve_upgraded`](Self::serve_upgraded) has made the connection's
+    /// future, so that the limit and [`stopped`](Self::stopped) see the connection
+    /// meanwhile.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn reserve(&self, limit: usize) -> Option<ConnectionGuard> {
+        let mut reserved = false;
+        self.shared.open.send_if_modified(|n| {
+            reserved = *n < limit;
+            if reserved {
+                *n += 1;
+            }
+            reserved
+        });
+        reserved.then(|| ConnectionGuard {
+            shared: Arc::clone(&self.shared),
+        })
+    }
 }
 
 impl std::fmt::Debug for StreamService {
@@ -244,7 +271,7 @@ impl std::fmt::Debug for StreamService {
 }
 
 /// Counts a connection in `open` from creation to drop.
-struct ConnectionGuard {
+pub(crate) struct ConnectionGuard {
     shared: Arc<ServiceShared>,
 }
 

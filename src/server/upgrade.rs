@@ -9,11 +9,11 @@
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::handshake::server::Request;
-use tokio_tungstenite::tungstenite::http::{self, HeaderName, HeaderValue, StatusCode, header};
+use tokio_tungstenite::tungstenite::http::{self, HeaderName, HeaderValue, StatusCode};
 
-use crate::server::auth::{Admission, UpgradeRequest};
+use crate::server::admission::{self, Admitted, Capacity};
+use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
 
 /// Largest accepted request head (request line and headers), in bytes; larger gets 431.
@@ -92,50 +92,6 @@ fn to_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, Option<Stat
     Ok(request)
 }
 
-/// Whether a comma-separated header (any of its values) contains `token`, ASCII
-/// case-insensitively.
-fn has_token(request: &Request, name: HeaderName, token: &str) -> bool {
-    request.headers().get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
-}
-
-/// Checks that `request` is a WebSocket upgrade (RFC 6455 §4.2.1); returns the
-/// `Sec-WebSocket-Accept` value.
-fn check_upgrade(request: &Request) -> Result<String, (StatusCode, &'static str)> {
-    if request.method() != http::Method::GET {
-        return Err((
-            StatusCode::METHOD_NOT_ALLOWED,
-            "a WebSocket upgrade is a GET",
-        ));
-    }
-    if !has_token(request, header::CONNECTION, "upgrade")
-        || !has_token(request, header::UPGRADE, "websocket")
-    {
-        return Err((StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade"));
-    }
-    if request
-        .headers()
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        return Err((
-            StatusCode::UPGRADE_REQUIRED,
-            "unsupported WebSocket version",
-        ));
-    }
-    match request.headers().get(header::SEC_WEBSOCKET_KEY) {
-        Some(key) if key.len() == 24 => Ok(derive_accept_key(key.as_bytes())),
-        _ => Err((
-            StatusCode::BAD_REQUEST,
-            "missing or malformed Sec-WebSocket-Key",
-        )),
-    }
-}
-
 /// Writes an error response and closes our side.
 pub(crate) async fn respond_error<S>(stream: &mut S, status: StatusCode, body: &str)
 where
@@ -156,15 +112,15 @@ where
     let _ = stream.shutdown().await;
 }
 
-/// Reads the upgrade request and answers it: 101 when it is a valid WebSocket upgrade whose
-/// Origin is allowed and that the auth hook admits; otherwise the refusal's status.
-/// `refuse_with` answers every well-formed request with that status instead (503 past the
-/// connection limit).
+/// Reads the upgrade request and answers it as [`admission::admit`] decides: 101 when it is
+/// a valid WebSocket upgrade whose Origin is allowed and that the auth hook admits; otherwise
+/// the refusal's status. `at_limit` answers every well-formed request with 503 instead (past
+/// the connection limit).
 pub(crate) async fn upgrade<S>(
     stream: &mut S,
     config: &ServerConfig,
     peer: SocketAddr,
-    refuse_with: Option<(StatusCode, &'static str)>,
+    at_limit: bool,
 ) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -177,33 +133,24 @@ where
         }
         Err(None) => return Outcome::Failed("connection closed during the handshake"),
     };
-    let refuse = async |stream: &mut S, status: StatusCode, body: &str| {
-        respond_error(stream, status, body).await;
-        Outcome::Refused(status)
+    let capacity = if at_limit {
+        Capacity::Full
+    } else {
+        Capacity::Available
     };
-    if let Some((status, body)) = refuse_with {
-        return refuse(stream, status, body).await;
-    }
-    let accept = match check_upgrade(&request) {
-        Ok(accept) => accept,
-        Err((status, body)) => return refuse(stream, status, body).await,
+    let (parts, ()) = request.into_parts();
+    let admitted = admission::admit(config, &parts, Some(peer), capacity);
+    drop(parts);
+    let Admitted {
+        admission,
+        accept_key: accept,
+    } = match admitted {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            respond_error(stream, refusal.status, &refusal.body).await;
+            return Outcome::Refused(refusal.status);
+        }
     };
-    let origin = request.headers().get(header::ORIGIN).map(|v| v.as_bytes());
-    if !config.origin_allowed(origin) {
-        return refuse(stream, StatusCode::FORBIDDEN, "origin not allowed").await;
-    }
-    let admission = match &config.auth {
-        None => Admission::anonymous(),
-        Some(hook) => match hook(&UpgradeRequest::new(&request, peer)) {
-            Ok(admission) => admission,
-            Err(rejection) => {
-                let status = rejection.status_code();
-                let body = rejection.into_body().unwrap_or_default();
-                return refuse(stream, status, &body).await;
-            }
-        },
-    };
-    drop(request);
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );

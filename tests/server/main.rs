@@ -3,8 +3,13 @@
 #![cfg(feature = "server")]
 
 #[path = "../support/mod.rs"]
+#[macro_use]
 mod support;
 
+#[cfg(feature = "axum")]
+mod axum_chat_example;
+#[cfg(feature = "axum")]
+mod axum_route;
 mod chat_protocol;
 mod echo_example;
 mod server_faults;

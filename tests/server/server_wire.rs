@@ -69,11 +69,12 @@ async fn large_and_small_frames_survive_partial_writes_through_a_tiny_send_buffe
     );
 }
 
+transport_tests! {
 #[tokio::test]
-async fn a_ping_between_fragments_is_answered_and_utf8_may_split_across_fragments() {
+async fn a_ping_between_fragments_is_answered_and_utf8_may_split_across_fragments(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, true);
-    let server = start(&hub, rec.clone(), ServerConfig::default()).await;
+    let server = start_on(t, &hub, rec.clone(), ServerConfig::default()).await;
     let mut c = RawClient::connect(server.local_addr(), "/", &[])
         .await
         .expect_open();
@@ -99,12 +100,14 @@ async fn a_ping_between_fragments_is_answered_and_utf8_may_split_across_fragment
     drop(c);
     server.shutdown_and_wait().await;
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn invalid_utf8_in_a_middle_fragment_closes_1007_before_the_message_ends() {
+async fn invalid_utf8_in_a_middle_fragment_closes_1007_before_the_message_ends(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, true);
-    let server = start(&hub, rec.clone(), ServerConfig::default()).await;
+    let server = start_on(t, &hub, rec.clone(), ServerConfig::default()).await;
     let mut c = RawClient::connect(server.local_addr(), "/", &[])
         .await
         .expect_open();
@@ -119,12 +122,14 @@ async fn invalid_utf8_in_a_middle_fragment_closes_1007_before_the_message_ends()
     drop(c);
     server.shutdown_and_wait().await;
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn frames_pipelined_right_after_the_upgrade_request_are_not_lost() {
+async fn frames_pipelined_right_after_the_upgrade_request_are_not_lost(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, true);
-    let server = start(&hub, rec.clone(), ServerConfig::default()).await;
+    let server = start_on(t, &hub, rec.clone(), ServerConfig::default()).await;
     let mut stream = tokio::net::TcpStream::connect(server.local_addr())
         .await
         .unwrap();
@@ -140,4 +145,5 @@ async fn frames_pipelined_right_after_the_upgrade_request_are_not_lost() {
     }
     drop(c);
     server.shutdown_and_wait().await;
+}
 }
