@@ -334,7 +334,7 @@ async fn wait_for_writes(hub: &StreamHub, window: Duration) {
 }
 
 /// The demo auth hook: `?user=NAME` names the connection's user; no `user` is anonymous.
-fn user_from_query(req: &UpgradeRequest<'_>) -> Result<Admission, Rejection> {
+pub fn user_from_query(req: &UpgradeRequest<'_>) -> Result<Admission, Rejection> {
     match req.query_param("user") {
         None => Ok(Admission::anonymous()),
         Some(name)
@@ -523,10 +523,22 @@ impl Options {
 
     /// The server configuration these options ask for.
     pub fn config(&self) -> ServerConfig {
-        ServerConfig::default()
+        let mut config = ServerConfig::default()
             .max_connections(100_000)
             .inbound_rate(self.inbound_rate.clone())
-            .auth(user_from_query)
+            .auth(user_from_query);
+        // Measurement knobs of the wire path (benches/compare_uws.sh, BENCHMARKS.md): e.g.
+        // NUCLEUS_WRITE_LATE=0, NUCLEUS_COALESCE_BELOW=0 (every payload by reference).
+        if let Ok(v) = std::env::var("NUCLEUS_WRITE_LATE") {
+            config = config.write_late(v != "0");
+        }
+        if let Some(n) = std::env::var("NUCLEUS_COALESCE_BELOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            config = config.coalesce_below(n);
+        }
+        config
     }
 }
 
@@ -598,7 +610,13 @@ async fn main() -> std::io::Result<()> {
     );
 
     tokio::signal::ctrl_c().await?;
-    println!("shutting down ({} connections)", server.connections());
+    let hub = server.hub().clone();
+    println!(
+        "shutting down ({} connections; hub: {} sockets, {} rooms)",
+        server.connections(),
+        hub.connection_count().await,
+        hub.list_rooms().await.len()
+    );
     leave_cluster(cluster).await;
     server.shutdown_and_wait().await;
     Ok(())

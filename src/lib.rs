@@ -10,7 +10,8 @@
 //! - Each socket has a bounded outbound queue ([`channel`]) with an overflow policy, so a slow
 //!   client never slows the others; any transport drains it.
 //! - [`StreamHandler`] is the application's callbacks; the `server` feature (on by default)
-//!   runs hub and handler over real WebSockets.
+//!   runs hub and handler over real WebSockets; the `axum` feature serves the same
+//!   connections behind an axum router (`nucleus_stream::axum::StreamRoute`).
 //! - Several processes can share rooms, direct messages and presence: the core calls a
 //!   [`ClusterLink`](cluster_link::ClusterLink) hook, and the `redis` feature's `cluster`
 //!   module implements it over Redis pub/sub.
@@ -56,6 +57,9 @@ pub mod cluster;
 
 #[cfg(all(feature = "server", not(nucleus_loom)))]
 pub mod server;
+
+#[cfg(all(feature = "axum", not(nucleus_loom)))]
+pub mod axum;
 
 pub use disconnect::{Disconnect, DisconnectReason, Unregistered};
 pub use error::StreamError;

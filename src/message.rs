@@ -34,6 +34,13 @@ impl Utf8Bytes {
         Ok(Self(bytes))
     }
 
+    /// Wraps bytes the caller has already checked to be UTF-8 (a transport that validated
+    /// a message fragment by fragment). Checked again in debug builds.
+    pub(crate) fn from_validated(bytes: Bytes) -> Self {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        Self(bytes)
+    }
+
     /// A static string, without allocating.
     pub const fn from_static(text: &'static str) -> Self {
         Self(Bytes::from_static(text.as_bytes()))

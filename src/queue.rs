@@ -442,7 +442,28 @@ impl Shared {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Whether the queue was closed as a slow consumer, whose backlog is never delivered; if
+    /// so, frees whatever is queued now (a push reserved before the close may still land
+    /// later: the next call frees it).
+    fn discarding(&self) -> bool {
+        // ORDERING: Acquire pairs with close(): seeing CLOSED means seeing the reason.
+        if self.state.load(Ordering::Acquire) & CLOSED == 0 {
+            return false;
+        }
+        // ORDERING: ordered by the state load above.
+        if CloseReason::decode(self.reason.load(Ordering::Acquire))
+            != Some(CloseReason::SlowConsumer)
+        {
+            return false;
+        }
+        while self.pop().is_some() {}
+        true
+    }
+
     fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<SocketMessage>> {
+        if self.discarding() {
+            return Poll::Ready(None);
+        }
         if let Some(msg) = self.pop() {
             return Poll::Ready(Some(msg));
         }
@@ -562,17 +583,61 @@ impl fmt::Debug for Sender {
 }
 
 /// The consumer half of an outbound queue, drained by the transport.
+///
+/// # What a transport can rely on
+///
+/// - **Order**: messages come out in the order they were queued (per producer; pushes from
+///   different threads are ordered by their reservation).
+/// - **The end depends on why the queue closed** ([`close_reason`](Self::close_reason)):
+///
+///   | reason | what `recv` returns next |
+///   | --- | --- |
+///   | [`CloseReason::SlowConsumer`] (overflow under [`OverflowPolicy::Disconnect`]) | `None` at once: the backlog is what the client could not keep up with; it is discarded (and freed) instead of delivered. Send the client close 1008. |
+///   | [`CloseReason::Unregistered`] (the app unregistered the socket), [`CloseReason::Closed`] (`close()`, or every sender dropped) | every message queued before the close, then `None`: the backlog drains. Close normally (1000) after it. |
+///
+///   So the obvious loop is right: `while let Some(m) = rx.recv().await { write(m) }`, then
+///   look at `close_reason()` to pick the close code. [`try_recv`](Self::try_recv),
+///   [`recv_many`](Self::recv_many) and [`try_recv_many`](Self::try_recv_many) follow the same
+///   rule (`Err(Closed)` / `0`).
+/// - **Cancel safety**: [`recv`](Self::recv) and [`recv_many`](Self::recv_many) are cancel
+///   safe. A message is taken out of the queue only in the poll that returns it, so dropping
+///   the future (the other branch of a `tokio::select!` won) loses nothing: the next call
+///   gets the same message. `recv_many` moves messages into `buf` only in its final poll.
+/// - **Wake-ups**: a pending `recv` is woken by the next push or by the close.
+///
+/// # Examples
+///
+/// A slow-consumer close ends the loop at once:
+///
+/// ```
+/// use nucleus_stream::{channel, CloseReason, QueueConfig, SocketMessage};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let (tx, mut rx) = channel(QueueConfig::default().max_messages(2));
+/// tx.try_send(SocketMessage::text("1")).unwrap();
+/// tx.try_send(SocketMessage::text("2")).unwrap();
+/// assert!(tx.try_send(SocketMessage::text("3")).is_err()); // overflow: closed
+/// let mut written = 0;
+/// while let Some(_m) = rx.recv().await {
+///     written += 1;
+/// }
+/// assert_eq!(written, 0, "a stale backlog is not delivered");
+/// assert_eq!(rx.close_reason(), Some(CloseReason::SlowConsumer)); // → close 1008
+/// # });
+/// ```
 pub struct Receiver {
     shared: Arc<Shared>,
 }
 
 impl Receiver {
-    /// Waits for the next message. Returns `None` once the queue is closed and drained.
+    /// Waits for the next message. Returns `None` once the queue is closed and drained, or
+    /// at once after a slow-consumer close (see [what a transport can rely
+    /// on](Self#what-a-transport-can-rely-on)). Cancel safe.
     pub async fn recv(&mut self) -> Option<SocketMessage> {
         poll_fn(|cx| self.shared.poll_recv(cx)).await
     }
 
-    /// Polls for the next message; `Ready(None)` once the queue is closed and drained.
+    /// Polls for the next message; `Ready(None)` once the queue is closed and drained (at
+    /// once after a slow-consumer close).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<SocketMessage>> {
         self.shared.poll_recv(cx)
     }
@@ -582,8 +647,11 @@ impl Receiver {
     /// # Errors
     ///
     /// [`TryRecvError::Empty`] if nothing is queued now, [`TryRecvError::Closed`] if the queue
-    /// is closed and drained.
+    /// is closed and drained, or closed as a slow consumer.
     pub fn try_recv(&mut self) -> Result<SocketMessage, TryRecvError> {
+        if self.shared.discarding() {
+            return Err(TryRecvError::Closed);
+        }
         if let Some(msg) = self.shared.pop() {
             return Ok(msg);
         }
@@ -598,7 +666,8 @@ impl Receiver {
 
     /// Waits until at least one message is queued, then moves up to `limit` queued messages
     /// into `buf` (a writer's batch: feed them all, flush once). Returns how many were moved;
-    /// `0` means the queue is closed and drained (or `limit` is 0).
+    /// `0` means the queue is closed and drained, or closed as a slow consumer (or `limit` is
+    /// 0). Cancel safe: nothing is moved into `buf` until the poll that returns.
     pub async fn recv_many(&mut self, buf: &mut Vec<SocketMessage>, limit: usize) -> usize {
         if limit == 0 {
             return 0;
@@ -614,6 +683,9 @@ impl Receiver {
 
     /// Moves up to `limit` messages that are queued now into `buf`, without waiting.
     pub fn try_recv_many(&mut self, buf: &mut Vec<SocketMessage>, limit: usize) -> usize {
+        if self.shared.discarding() {
+            return 0;
+        }
         let mut n = 0;
         while n < limit {
             match self.shared.pop() {
@@ -627,7 +699,8 @@ impl Receiver {
         n
     }
 
-    /// Closes the queue from the consumer side; queued messages can still be drained.
+    /// Closes the queue from the consumer side ([`CloseReason::Closed`]); queued messages can
+    /// still be drained.
     pub fn close(&self) {
         self.shared.close(CloseReason::Closed);
     }

@@ -3,10 +3,15 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use tokio_tungstenite::tungstenite::handshake::server::Request;
-use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::http::{self, StatusCode, request::Parts};
 
-/// The HTTP upgrade request of a connecting client, as the auth hook sees it.
+/// The HTTP upgrade request of a connecting client, as the auth hook sees it: the request's
+/// [`Parts`] (method, URI, headers, extensions) and the peer address.
+///
+/// One hook serves every transport. The bundled server builds it from the request it parsed
+/// (its [`extensions`](Self::extensions) are empty); the axum route (feature `axum`) passes
+/// the request's own parts, so the hook also sees what the application's middleware put in
+/// the extensions (a session, a verified token).
 ///
 /// # Examples
 ///
@@ -17,33 +22,59 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 ///     let token = req
 ///         .header("authorization")
 ///         .and_then(|v| v.strip_prefix("Bearer "))
-///         .or_else(|| req.query_param("token"));
+///         .or_else(|| req.query_param("token"))
+///         .or_else(|| req.cookie("session"));
 ///     match token {
 ///         Some("t0ken") => Ok(Admission::user("alice").with_metadata("path", req.path())),
 ///         Some(_) => Err(Rejection::forbidden()),
 ///         None => Err(Rejection::unauthorized()),
 ///     }
 /// }
-/// # let _ = check;
+///
+/// let (parts, ()) = http::Request::get("/ws?room=a")
+///     .header("cookie", "theme=dark; session=t0ken")
+///     .body(())
+///     .unwrap()
+///     .into_parts();
+/// let admission = check(&UpgradeRequest::new(&parts, None)).unwrap();
+/// assert_eq!(admission, Admission::user("alice").with_metadata("path", "/ws"));
+/// # use tokio_tungstenite::tungstenite::http;
 /// ```
 pub struct UpgradeRequest<'a> {
-    request: &'a Request,
-    peer: SocketAddr,
+    parts: &'a Parts,
+    peer: Option<SocketAddr>,
 }
 
 impl<'a> UpgradeRequest<'a> {
-    pub(crate) fn new(request: &'a Request, peer: SocketAddr) -> Self {
-        Self { request, peer }
+    /// The hook's view of a request: its `parts` and, if known, the client's address. Any
+    /// transport builds one this way (the `http` types are those of the `http` 1 crate).
+    pub fn new(parts: &'a Parts, peer: Option<SocketAddr>) -> Self {
+        Self { parts, peer }
+    }
+
+    /// The request's parts, whole.
+    pub fn parts(&self) -> &'a Parts {
+        self.parts
+    }
+
+    /// The request method (an upgrade is a `GET`).
+    pub fn method(&self) -> &'a http::Method {
+        &self.parts.method
+    }
+
+    /// The request URI (for HTTP/1.1 usually just path and query).
+    pub fn uri(&self) -> &'a http::Uri {
+        &self.parts.uri
     }
 
     /// The request path, without the query (`/chat`).
     pub fn path(&self) -> &'a str {
-        self.request.uri().path()
+        self.parts.uri.path()
     }
 
     /// The raw query string, without the `?`, if any (`token=abc&room=x`).
     pub fn query(&self) -> Option<&'a str> {
-        self.request.uri().query()
+        self.parts.uri.query()
     }
 
     /// The first value of a query parameter, as written (not percent-decoded).
@@ -57,19 +88,46 @@ impl<'a> UpgradeRequest<'a> {
     /// A header's first value, if present and visible ASCII (header names are
     /// case-insensitive).
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        self.request.headers().get(name)?.to_str().ok()
+        self.parts.headers.get(name)?.to_str().ok()
     }
 
     /// Every header as `(lower-case name, raw value)`, in the order received.
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        self.request
-            .headers()
+        self.parts
+            .headers
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_bytes()))
     }
 
-    /// The client's address (of the TCP peer: behind a proxy, the proxy's).
-    pub fn peer_addr(&self) -> SocketAddr {
+    /// The header map itself.
+    pub fn header_map(&self) -> &'a http::HeaderMap {
+        &self.parts.headers
+    }
+
+    /// A cookie's value from the `Cookie` header(s), as sent (not percent-decoded).
+    pub fn cookie(&self, name: &str) -> Option<&'a str> {
+        self.parts
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                (key.trim() == name).then_some(value.trim())
+            })
+    }
+
+    /// The request's extensions: what the application's middleware attached (behind axum),
+    /// empty on the bundled server.
+    pub fn extensions(&self) -> &'a http::Extensions {
+        &self.parts.extensions
+    }
+
+    /// The client's address (of the TCP peer: behind a proxy, the proxy's), if the
+    /// transport knows it. Behind axum it is known when the app is served with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
     }
 }

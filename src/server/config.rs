@@ -74,7 +74,13 @@ pub struct ServerConfig {
     pub(crate) write_batch: usize,
     pub(crate) close_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) write_late: bool,
+    pub(crate) coalesce_below: usize,
 }
+
+/// Payloads shorter than this are copied next to their frame header into the batch's staging
+/// buffer; longer ones are written by reference (see `BENCHMARKS.md`, "coalesce or iovec").
+pub(crate) const DEFAULT_COALESCE_BELOW: usize = 512;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -93,6 +99,8 @@ impl Default for ServerConfig {
             write_batch: 256,
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
+            write_late: false,
+            coalesce_below: DEFAULT_COALESCE_BELOW,
         }
     }
 }
@@ -216,10 +224,10 @@ impl ServerConfig {
         self
     }
 
-    /// Bytes read from the socket at a time, and the read buffer each connection keeps for
-    /// its whole life (at least 64). Small keeps idle connections cheap (measured: 4 KiB
-    /// instead of 256 B costs ~3.6 KiB more resident memory per connection); larger reads big
-    /// messages in fewer system calls (the echo example uses 64 KiB for its 16 MiB messages).
+    /// Bytes read from the socket at a time when no frame is partly received (at least 64,
+    /// at most 4 KiB: that read goes to a buffer on the stack, and only what arrived is kept,
+    /// until it is parsed). No read buffer is held while a connection is idle, whatever this
+    /// is; the rest of a large frame is read straight into a buffer of the frame's size.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes.max(64);
         self
@@ -247,6 +255,23 @@ impl ServerConfig {
     /// `on_disconnect` does not run.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Measurement knob (not a stable API): whether the writer yields once to the runtime
+    /// (`tokio::task::yield_now`) before taking queued messages. Off by default: measured,
+    /// it cuts deliveries per `writev` from 29 to 4.9 in the one-room case (BENCHMARKS.md).
+    #[doc(hidden)]
+    pub fn write_late(mut self, on: bool) -> Self {
+        self.write_late = on;
+        self
+    }
+
+    /// Measurement knob (not a stable API): payloads shorter than this many bytes are copied
+    /// into the batch's staging buffer, longer ones written by reference (default 512).
+    #[doc(hidden)]
+    pub fn coalesce_below(mut self, bytes: usize) -> Self {
+        self.coalesce_below = bytes;
         self
     }
 
@@ -358,6 +383,8 @@ impl fmt::Debug for ServerConfig {
             .field("write_batch", &self.write_batch)
             .field("close_timeout", &self.close_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("write_late", &self.write_late)
+            .field("coalesce_below", &self.coalesce_below)
             .finish()
     }
 }

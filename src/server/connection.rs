@@ -1,81 +1,72 @@
-//! One connection's life: handshake, register, read/write loop, close, unregister.
+//! One connection's life on an upgraded byte stream: register, read/write loop, close,
+//! unregister.
 //!
-//! A connection is one task running one loop. Each turn polls, in order: the shutdown signal;
-//! the write side (finish the pending flush, else take everything queued — up to the batch
-//! limit — frame it into the write buffer and flush once); the read side (the next message);
-//! and the heartbeat timer. Events that need the handler (a message) are handled between
-//! polls, so messages reach `on_message` one at a time, in order.
+//! A connection is one task running one loop over any `AsyncRead + AsyncWrite` stream. Each
+//! turn polls, in order: the shutdown signal; the write side (finish writing the
+//! [`Outbox`], else take what is queued — up to the batch limit — and write it with one
+//! vectored write); the read side ([`FrameReader`]: the next message or control frame); and
+//! the heartbeat timer. Messages reach `on_message` one at a time, in order, between polls.
+//!
+//! **Write late.** A writer runs when the runtime polls its task, which is after the task
+//! that woke it (a publisher's connection, which handles every message already read before
+//! it returns) has finished its poll: so the messages of one burst are queued before any
+//! writer takes them, and share one `writev` (measured: 29 deliveries per `writev` in the
+//! one-room saturating case). Yielding once more before taking the batch
+//! (`tokio::task::yield_now`, the hidden `write_late` knob) was measured and rejected: it cut
+//! that to 4.9 and quadrupled the CPU per delivery. `BENCHMARKS.md` has the runs.
+//!
+//! The end of a connection is one [`End`]; [`End::close_frame`] is the one place that maps
+//! an end to what is sent to the client.
 
 use std::future::{Future, poll_fn};
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
-use futures_util::{Sink, Stream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep, sleep, timeout, timeout_at};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{self, StatusCode, header};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+use tokio::time::{Instant, Sleep, sleep, timeout_at};
 use tracing::{debug, warn};
 
 use crate::disconnect::DisconnectReason;
 use crate::error::StreamError;
 use crate::hub::StreamHub;
-use crate::message::{SocketMessage, Utf8Bytes};
-use crate::queue::{CloseReason, channel};
-use crate::server::auth::{Admission, UpgradeRequest};
+use crate::message::SocketMessage;
+use crate::queue::{CloseReason, Receiver, channel};
+use crate::server::auth::Admission;
+use crate::server::config::ServerConfig;
+use crate::server::frame::{self, FrameReader, Incoming, OP_PING, OP_PONG, ReadError};
+use crate::server::outbox::{BATCH_BYTES, Outbox};
 use crate::server::rate_limit::{InboundGate, Verdict};
-use crate::server::{ServerConfig, ServerShared};
+use crate::server::service::ServiceShared;
 use crate::socket::WebSocket;
-use crate::sync::{AtomicU64, Ordering};
 
 /// Close code sent to a slow consumer (policy violation).
 pub(crate) const SLOW_CONSUMER_CODE: u16 = 1008;
-
-/// Source of server-generated socket ids, unique in the process.
-/// Invariant: only ever incremented, so no two connections get the same number.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-fn next_socket_id() -> Arc<str> {
-    // ORDERING: uniqueness needs only the atomicity of the increment.
-    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    Arc::from(format!("c{n:x}"))
-}
-
-/// An upgraded connection. Boxed so that moving it between the phases of a connection moves
-/// a pointer, and so that each phase's future does not carry its own copy of it.
-type Ws = Box<WebSocketStream<TcpStream>>;
 
 /// The shutdown signal: `Some(deadline)` once a graceful shutdown has begun.
 pub(crate) type ShutdownRx = watch::Receiver<Option<Instant>>;
 
 /// Why a connection ended.
-enum End {
+pub(crate) enum End {
     /// The client sent a close frame (its code, if any).
     PeerClosed(Option<u16>),
-    /// The TCP connection ended without a closing handshake, or failed.
-    PeerGone(Option<WsError>),
+    /// The stream ended without a closing handshake, or failed.
+    PeerGone(Option<io::Error>),
     /// The client broke the protocol or a limit; close with this code.
-    Fault(u16, WsError),
+    Fault(u16, &'static str),
     /// The outbound queue overflowed.
     SlowConsumer,
     /// The outbound queue was closed by the application (`unregister`, `Sender::close`).
     QueueClosed(CloseReason),
     /// Nothing arrived within the idle timeout.
     Idle,
-    /// Graceful server shutdown.
+    /// Graceful server shutdown, with its deadline.
     Shutdown(Instant),
     /// Writing to the client failed.
-    WriteFailed(WsError),
+    WriteFailed(io::Error),
     /// The client kept sending over the inbound rate limit; close with 1008.
     RateLimited,
 }
@@ -96,6 +87,35 @@ impl End {
             End::RateLimited => DisconnectReason::RateLimited,
         }
     }
+
+    /// The close frame this end sends, as `(code, reason)`; `Some((None, _))` is a close
+    /// without a code. `None`: the stream is unusable, nothing is sent.
+    fn close_frame(&self) -> Option<(Option<u16>, &'static str)> {
+        Some(match self {
+            // Echo the client's code (RFC 6455 §5.5.1).
+            End::PeerClosed(code) => (*code, ""),
+            End::Fault(code, _) => (
+                Some(*code),
+                match code {
+                    1009 => "message too big",
+                    1007 => "invalid utf-8",
+                    1002 => "protocol error",
+                    _ => "internal error",
+                },
+            ),
+            End::SlowConsumer => (Some(SLOW_CONSUMER_CODE), "slow consumer"),
+            End::RateLimited => (Some(1008), "rate limit exceeded"),
+            End::QueueClosed(_) => (Some(1000), ""),
+            End::Idle => (Some(1001), "idle timeout"),
+            End::Shutdown(_) => (Some(1001), "server shutting down"),
+            End::PeerGone(_) | End::WriteFailed(_) => return None,
+        })
+    }
+
+    /// Whether frames already queued are still worth sending before the close.
+    fn keeps_backlog(&self) -> bool {
+        matches!(self, End::Shutdown(_) | End::QueueClosed(_))
+    }
 }
 
 impl std::fmt::Display for End {
@@ -105,7 +125,7 @@ impl std::fmt::Display for End {
             End::PeerClosed(None) => write!(f, "client closed"),
             End::PeerGone(None) => write!(f, "connection lost"),
             End::PeerGone(Some(e)) => write!(f, "connection lost: {e}"),
-            End::Fault(code, e) => write!(f, "client fault, close {code}: {e}"),
+            End::Fault(code, why) => write!(f, "client fault, close {code}: {why}"),
             End::SlowConsumer => write!(f, "slow consumer, close {SLOW_CONSUMER_CODE}"),
             End::QueueClosed(reason) => write!(f, "outbound queue closed: {reason:?}"),
             End::Idle => write!(f, "idle timeout"),
@@ -117,12 +137,33 @@ impl std::fmt::Display for End {
 }
 
 enum Event {
-    Incoming(Message),
+    Message(SocketMessage),
+    /// A control frame arrived (activity).
+    Activity,
     End(End),
     Tick,
 }
 
-/// Unregisters the socket if the task ends without doing so itself (it was aborted at the
+/// The byte stream with its reader and writer state.
+pub(crate) struct Wire<S> {
+    stream: S,
+    reader: FrameReader,
+    outbox: Outbox,
+}
+
+impl<S> Wire<S> {
+    /// `stream`, of which `leftover` was already read, under `config`.
+    pub(crate) fn new(stream: S, leftover: Vec<u8>, config: &ServerConfig) -> Self {
+        Self {
+            stream,
+            reader: FrameReader::new(leftover, config.max_frame_size, config.max_message_size)
+                .read_chunk(config.read_buffer_size),
+            outbox: Outbox::default(),
+        }
+    }
+}
+
+/// Unregisters the socket if the task ends without doing so itself (it was dropped at the
 /// shutdown deadline, or the handler panicked): no hub entry outlives its connection.
 struct Registration {
     hub: StreamHub,
@@ -141,120 +182,25 @@ impl Drop for Registration {
     }
 }
 
-/// Answers an over-limit connection with HTTP 503 (within the handshake timeout).
-pub(crate) async fn refuse(shared: Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
-    // The callback's signature is tungstenite's `Callback`.
-    #[allow(clippy::result_large_err)]
-    let refuse = |_: &Request, _: Response| -> Result<Response, ErrorResponse> {
-        Err(error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("too many connections".into()),
-        ))
-    };
-    let handshake =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, refuse, Some(shared.ws_config));
-    let _ = timeout(shared.config.handshake_timeout, handshake).await;
-    warn!(%peer, "connection refused with 503: at max_connections");
-}
-
-fn error_response(status: StatusCode, body: Option<String>) -> ErrorResponse {
-    let mut response = http::Response::new(body);
-    *response.status_mut() = status;
-    response
-}
-
-/// Runs one accepted connection to its end.
-pub(crate) async fn serve(
-    shared: Arc<ServerShared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    mut shutdown: ShutdownRx,
-) {
-    // Boxed: the handshake's state is large and lives only until the upgrade; inline, it
-    // would size every connection's task for its whole life. A shutdown abandons it.
-    let upgraded = tokio::select! {
-        upgraded = Box::pin(handshake(&shared, stream, peer)) => upgraded,
-        _ = shutdown.wait_for(Option::is_some) => None,
-    };
-    let Some((ws, admission)) = upgraded else {
-        return;
-    };
-    open(&shared, ws, admission, peer, shutdown).await;
-}
-
-/// The upgrade: Origin, then auth, inside the HTTP handshake, bounded by the timeout.
-async fn handshake(
-    shared: &ServerShared,
-    stream: TcpStream,
-    peer: SocketAddr,
-) -> Option<(Ws, Admission)> {
-    let _ = stream.set_nodelay(true);
-    let config = &shared.config;
-
-    // --- Handshake: Origin, then auth, inside the upgrade; bounded by the timeout. ---
-    let mut admission: Option<Admission> = None;
-    let mut refusal: Option<StatusCode> = None;
-    // The callback's signature is tungstenite's `Callback`.
-    #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, response: Response| {
-        let origin = request.headers().get(header::ORIGIN).map(|v| v.as_bytes());
-        let host = request.headers().get(header::HOST).map(|v| v.as_bytes());
-        if !config.origin_allowed(origin, host) {
-            refusal = Some(StatusCode::FORBIDDEN);
-            return Err(error_response(
-                StatusCode::FORBIDDEN,
-                Some("origin not allowed".into()),
-            ));
-        }
-        let decision = match &config.auth {
-            None => Ok(Admission::anonymous()),
-            Some(hook) => hook(&UpgradeRequest::new(request, peer)),
-        };
-        match decision {
-            Ok(a) => {
-                admission = Some(a);
-                Ok(response)
-            }
-            Err(rejection) => {
-                refusal = Some(rejection.status_code());
-                let status = rejection.status_code();
-                Err(error_response(status, rejection.into_body()))
-            }
-        }
-    };
-    let upgrade =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(shared.ws_config));
-    match timeout(config.handshake_timeout, upgrade).await {
-        Ok(Ok(ws)) => Some((Box::new(ws), admission.unwrap_or_default())),
-        Ok(Err(e)) => {
-            match refusal {
-                Some(status) => debug!(%peer, %status, "upgrade refused"),
-                None => warn!(%peer, error = %e, "handshake failed"),
-            }
-            None
-        }
-        Err(_) => {
-            warn!(%peer, "handshake timed out");
-            None
-        }
-    }
-}
-
 /// An open connection: register, serve, close, unregister.
-async fn open(
-    shared: &ServerShared,
-    ws: Ws,
+pub(crate) async fn open<S>(
+    shared: Arc<ServiceShared>,
+    mut wire: Wire<S>,
     admission: Admission,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
     mut shutdown: ShutdownRx,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = &*shared;
     let config = &shared.config;
 
     // --- Register. ---
     let hub = &shared.hub;
     let (socket, mut rx) = loop {
         let (tx, rx) = channel(config.queue);
-        let id = next_socket_id();
+        // The hub's ids name the node in a cluster, so `send_to` elsewhere routes here.
+        let id = hub.next_socket_id();
         let mut socket = match &admission.user_id {
             Some(user) => WebSocket::authenticated(id, user.as_str(), tx),
             None => WebSocket::new(id, tx),
@@ -262,12 +208,14 @@ async fn open(
         for (k, v) in &admission.metadata {
             socket = socket.with_metadata(k.as_str(), v.as_str());
         }
-        match hub.register(socket.clone()).await {
+        // Boxed (here and for `unregister`): the hub's futures are large and live only for
+        // one poll; inline they would size the connection's future.
+        match Box::pin(hub.register(socket.clone())).await {
             Ok(()) => break (socket, rx),
             // Another transport on the same hub uses this id: take the next one.
             Err(StreamError::SocketExists(_)) => continue,
             Err(e) => {
-                warn!(%peer, error = %e, "register failed");
+                warn!(?peer, error = %e, "register failed");
                 return;
             }
         }
@@ -278,11 +226,11 @@ async fn open(
         id: Arc::clone(&socket.id),
         armed: true,
     };
-    debug!(%peer, id = %socket.id, user = socket.user_id(), "connection opened");
+    debug!(?peer, id = %socket.id, user = socket.user_id(), "connection opened");
 
     // --- Run. ---
     shared.handler.on_connect(hub, &socket).await;
-    let (end, ws) = run(shared, ws, &socket, &mut rx, &mut shutdown).await;
+    let end = run(shared, &mut wire, &socket, &mut rx, &mut shutdown).await;
     match &end {
         // Faults: the client broke a rule or stopped responding.
         End::Fault(..) | End::SlowConsumer | End::Idle | End::RateLimited => {
@@ -297,34 +245,31 @@ async fn open(
     }
 
     // --- Close: unregister first so nothing new is queued, then finish the handshake. ---
-    let disconnect = hub.end_connection(&socket, end.reason()).await;
+    let disconnect = Box::pin(hub.end_connection(&socket, end.reason())).await;
     registration.armed = false;
     drop(socket);
-    // The closing steps are boxed for the same reason as the handshake.
-    let closing = match ws {
-        Some(ws) => Box::pin(send_close(ws, &end, &mut rx, config)).await,
-        None => None,
-    };
+    // The closing steps run once, at the end: boxed, so that their state (timers, a drain
+    // buffer) does not size every connection's future for its whole life.
+    let linger_until = Box::pin(send_close(&mut wire, &end, &mut rx, config)).await;
     drop(rx);
     shared.handler.on_disconnect_with(hub, &disconnect).await;
-    if let Some((ws, deadline)) = closing {
-        Box::pin(linger(ws, deadline)).await;
+    if let Some(deadline) = linger_until {
+        Box::pin(linger(&mut wire.stream, deadline)).await;
     }
 }
 
-/// The read/write loop. Returns why it ended and, unless the TCP connection is already
-/// unusable, the stream for the closing handshake.
-async fn run(
-    shared: &ServerShared,
-    mut ws: Ws,
+/// The read/write loop. Returns why it ended.
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &ServiceShared,
+    wire: &mut Wire<S>,
     socket: &WebSocket,
-    rx: &mut crate::Receiver,
+    rx: &mut Receiver,
     shutdown: &mut ShutdownRx,
-) -> (End, Option<Ws>) {
+) -> End {
     let config = &shared.config;
     let hub = &shared.hub;
     if let Some(deadline) = *shutdown.borrow_and_update() {
-        return (End::Shutdown(deadline), Some(ws));
+        return End::Shutdown(deadline);
     }
     let deadline_of = shutdown.clone();
     let shutdown_changed = shutdown.changed();
@@ -332,105 +277,90 @@ async fn run(
     let mut last_seen = Instant::now();
     let timer = sleep(config.ping_interval.min(config.idle_timeout));
     let mut timer = std::pin::pin!(timer);
-    let mut batch: Vec<SocketMessage> = Vec::new();
-    let mut flushing = false;
+    // The writer has yielded once since it saw queued messages (see "write late").
+    let mut yielded = !config.write_late;
     let mut inbound = InboundGate::new(config.inbound_rate.as_ref());
 
     loop {
         let event = poll_fn(|cx| {
             poll_once(
                 cx,
-                &mut ws,
+                wire,
                 rx,
-                &mut batch,
-                &mut flushing,
-                config.write_batch,
+                config,
+                &mut yielded,
                 shutdown_changed.as_mut(),
                 timer.as_mut(),
             )
         })
         .await;
         match event {
-            Event::Incoming(msg) => {
+            Event::Message(msg) => {
                 last_seen = Instant::now();
-                let msg = match msg {
-                    Message::Text(text) => {
-                        match Utf8Bytes::try_from_bytes(Bytes::from(text)) {
-                            Ok(text) => SocketMessage::Text(text),
-                            // Unreachable (tungstenite validated it); treated as the peer's fault.
-                            Err(_) => {
-                                return (
-                                    End::Fault(1007, WsError::Utf8("invalid text".into())),
-                                    Some(ws),
-                                );
-                            }
-                        }
-                    }
-                    Message::Binary(data) => SocketMessage::Binary(data),
-                    Message::Close(frame) => {
-                        let code = frame.map(|f| u16::from(f.code));
-                        return (End::PeerClosed(code), Some(ws));
-                    }
-                    // Pings are answered by tungstenite on the next read or flush; any
-                    // control frame counts as activity.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-                };
                 match inbound.check(hub, socket, msg.len()) {
                     Verdict::Admit => {}
                     Verdict::Refuse => continue,
-                    Verdict::Close => return (End::RateLimited, Some(ws)),
+                    Verdict::Close => return End::RateLimited,
                 }
                 shared.handler.on_message(hub, socket, msg).await;
             }
+            Event::Activity => last_seen = Instant::now(),
             Event::Tick => {
                 let now = Instant::now();
                 let idle_at = last_seen + config.idle_timeout;
                 if now >= idle_at {
-                    return (End::Idle, Some(ws));
+                    return End::Idle;
                 }
-                if let Err(e) = Pin::new(&mut *ws).start_send(Message::Ping(Bytes::new())) {
-                    return (End::WriteFailed(e), None);
-                }
-                flushing = true;
+                wire.outbox.push_control(frame::control_frame(OP_PING, &[]));
                 timer
                     .as_mut()
                     .reset((now + config.ping_interval).min(idle_at));
             }
             Event::End(End::Shutdown(now)) => {
                 let deadline = (*deadline_of.borrow()).unwrap_or(now);
-                return (End::Shutdown(deadline), Some(ws));
+                return End::Shutdown(deadline);
             }
-            Event::End(end) => {
-                let usable = !matches!(end, End::PeerGone(_) | End::WriteFailed(_));
-                return (end, usable.then_some(ws));
-            }
+            Event::End(end) => return end,
         }
     }
 }
 
+/// Takes up to a batch of queued messages, starting with `first`, into the outbox.
+fn take_batch(outbox: &mut Outbox, first: SocketMessage, rx: &mut Receiver, config: &ServerConfig) {
+    let mut batch = outbox.batch(rx.queued_bytes() + first.len(), config.coalesce_below);
+    batch.push(&first);
+    drop(first);
+    let mut n = 1;
+    while n < config.write_batch && batch.bytes < BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(msg) => batch.push(&msg),
+            Err(_) => break,
+        }
+        n += 1;
+    }
+}
+
 /// One poll of everything a connection waits on. See the module docs for the order.
-#[allow(clippy::too_many_arguments)]
-fn poll_once(
+fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
-    ws: &mut WebSocketStream<TcpStream>,
-    rx: &mut crate::Receiver,
-    batch: &mut Vec<SocketMessage>,
-    flushing: &mut bool,
-    write_batch: usize,
+    wire: &mut Wire<S>,
+    rx: &mut Receiver,
+    config: &ServerConfig,
+    yielded: &mut bool,
     shutdown: Pin<&mut impl Future<Output = Result<(), watch::error::RecvError>>>,
     timer: Pin<&mut Sleep>,
 ) -> Poll<Event> {
     if shutdown.poll(cx).is_ready() {
         // The deadline is read by the caller from `End::Shutdown`; the sender lives as long
-        // as the server, so `Err` cannot happen, and is treated as an immediate shutdown.
+        // as the service, so `Err` cannot happen, and is treated as an immediate shutdown.
         return Poll::Ready(Event::End(End::Shutdown(Instant::now())));
     }
 
     // Write side.
     loop {
-        if *flushing {
-            match Pin::new(&mut *ws).poll_flush(cx) {
-                Poll::Ready(Ok(())) => *flushing = false,
+        if !wire.outbox.is_empty() {
+            match wire.outbox.poll_write(cx, &mut wire.stream) {
+                Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Event::End(End::WriteFailed(e))),
                 Poll::Pending => {
                     // Stalled on a full socket: watch for a slow-consumer close meanwhile.
@@ -445,16 +375,18 @@ fn poll_once(
             // Discard the backlog: it is what the client could not keep up with.
             return Poll::Ready(Event::End(End::SlowConsumer));
         }
+        if !*yielded && !rx.is_empty() {
+            // Write late: go to the back of the run queue once (a self-wake; unlike
+            // `yield_now`, this does not make the worker poll the I/O driver early), so that
+            // the tasks already ready (other publishers) queue their messages too.
+            *yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         match rx.poll_recv(cx) {
             Poll::Ready(Some(first)) => {
-                batch.push(first);
-                rx.try_recv_many(batch, write_batch.saturating_sub(1));
-                for msg in batch.drain(..) {
-                    if let Err(e) = Pin::new(&mut *ws).start_send(to_ws(msg)) {
-                        return Poll::Ready(Event::End(End::WriteFailed(e)));
-                    }
-                }
-                *flushing = true;
+                take_batch(&mut wire.outbox, first, rx, config);
+                *yielded = !config.write_late;
             }
             Poll::Ready(None) => {
                 let reason = rx.close_reason().unwrap_or(CloseReason::Closed);
@@ -470,10 +402,30 @@ fn poll_once(
     }
 
     // Read side.
-    match Pin::new(&mut *ws).poll_next(cx) {
-        Poll::Ready(Some(Ok(msg))) => return Poll::Ready(Event::Incoming(msg)),
-        Poll::Ready(Some(Err(e))) => return Poll::Ready(Event::End(classify(e))),
-        Poll::Ready(None) => return Poll::Ready(Event::End(End::PeerGone(None))),
+    match wire.reader.poll_next(cx, &mut wire.stream) {
+        Poll::Ready(Ok(Incoming::Message(msg))) => return Poll::Ready(Event::Message(msg)),
+        Poll::Ready(Ok(Incoming::Ping(payload))) => {
+            wire.outbox
+                .push_control(frame::control_frame(OP_PONG, &payload));
+            if !wire.outbox.is_empty() {
+                // Write the pong now (and look at the reader again after it).
+                if let Poll::Ready(Err(e)) = wire.outbox.poll_write(cx, &mut wire.stream) {
+                    return Poll::Ready(Event::End(End::WriteFailed(e)));
+                }
+            }
+            return Poll::Ready(Event::Activity);
+        }
+        Poll::Ready(Ok(Incoming::Pong)) => return Poll::Ready(Event::Activity),
+        Poll::Ready(Ok(Incoming::Close(code))) => {
+            return Poll::Ready(Event::End(End::PeerClosed(code)));
+        }
+        Poll::Ready(Err(ReadError::Fault(code, why))) => {
+            return Poll::Ready(Event::End(End::Fault(code, why)));
+        }
+        Poll::Ready(Err(ReadError::Eof)) => return Poll::Ready(Event::End(End::PeerGone(None))),
+        Poll::Ready(Err(ReadError::Io(e))) => {
+            return Poll::Ready(Event::End(End::PeerGone(Some(e))));
+        }
         Poll::Pending => {}
     }
 
@@ -483,130 +435,55 @@ fn poll_once(
     Poll::Pending
 }
 
-/// Maps a read error to how the connection ends.
-fn classify(e: WsError) -> End {
-    match e {
-        WsError::Capacity(_) => End::Fault(1009, e),
-        WsError::Utf8(_) => End::Fault(1007, e),
-        WsError::Protocol(ref p) => {
-            use tokio_tungstenite::tungstenite::error::ProtocolError;
-            match p {
-                ProtocolError::ResetWithoutClosingHandshake => End::PeerGone(Some(e)),
-                _ => End::Fault(1002, e),
-            }
-        }
-        WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => {
-            End::PeerGone(Some(e))
-        }
-        _ => End::Fault(1011, e),
-    }
-}
-
-/// A hub message as a WebSocket frame. Text goes out as a raw text frame: its UTF-8 was
-/// checked when the message was made, so it is not checked again per recipient.
-fn to_ws(msg: SocketMessage) -> Message {
-    match msg {
-        SocketMessage::Text(text) => Message::Frame(Frame::message(
-            text.into_bytes(),
-            OpCode::Data(Data::Text),
-            true,
-        )),
-        SocketMessage::Binary(data) => Message::Binary(data),
-    }
-}
-
-fn close_frame(code: u16, reason: &'static str) -> CloseFrame {
-    CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    }
-}
-
-/// Sends what the end calls for — the backlog on shutdown, then our close frame (unless the
-/// client closed first: tungstenite then replies with its own) — and flushes, all before the
-/// close deadline: the close timeout, or the shutdown deadline if earlier. Returns the stream
-/// and the deadline for [`linger`], or `None` if the connection is already unusable.
-async fn send_close(
-    mut ws: Ws,
+/// Sends what the end calls for — the backlog on shutdown or queue close, then the close
+/// frame — all before the close deadline: the close timeout, or the shutdown deadline if
+/// earlier. Returns the deadline for [`linger`], or `None` if the stream is unusable.
+async fn send_close<S: AsyncRead + AsyncWrite + Unpin>(
+    wire: &mut Wire<S>,
     end: &End,
-    rx: &mut crate::Receiver,
+    rx: &mut Receiver,
     config: &ServerConfig,
-) -> Option<(Ws, Instant)> {
+) -> Option<Instant> {
+    let (code, reason) = end.close_frame()?;
     let mut deadline = Instant::now() + config.close_timeout;
-    let frame = match end {
-        End::PeerClosed(_) => None,
-        End::Fault(code, _) => Some(close_frame(
-            *code,
-            match code {
-                1009 => "message too big",
-                1007 => "invalid utf-8",
-                1002 => "protocol error",
-                _ => "internal error",
-            },
-        )),
-        End::SlowConsumer => Some(close_frame(SLOW_CONSUMER_CODE, "slow consumer")),
-        End::RateLimited => Some(close_frame(1008, "rate limit exceeded")),
-        End::QueueClosed(_) => Some(close_frame(1000, "")),
-        End::Idle => Some(close_frame(1001, "idle timeout")),
-        End::Shutdown(at) => {
-            deadline = deadline.min(*at);
-            Some(close_frame(1001, "server shutting down"))
-        }
-        End::PeerGone(_) | End::WriteFailed(_) => return None,
-    };
+    if let End::Shutdown(at) = end {
+        deadline = deadline.min(*at);
+    }
+    if matches!(end, End::Fault(..) | End::SlowConsumer | End::RateLimited) {
+        // The client broke a rule or cannot keep up: nothing more but the close.
+        wire.outbox.discard_unstarted();
+    }
     let sending = async {
-        if let End::Shutdown(_) = end {
-            // What was queued before the shutdown still goes out, ahead of the close frame.
-            let mut backlog = Vec::new();
-            while rx.try_recv_many(&mut backlog, config.write_batch) > 0 {
-                for msg in backlog.drain(..) {
-                    if Pin::new(&mut *ws).start_send(to_ws(msg)).is_err() {
-                        return false;
-                    }
-                }
-                if poll_fn(|cx| Pin::new(&mut *ws).poll_flush(cx))
-                    .await
-                    .is_err()
-                {
-                    return false;
-                }
+        if end.keeps_backlog() {
+            // What was queued before the end still goes out, ahead of the close frame.
+            while let Ok(first) = rx.try_recv() {
+                poll_fn(|cx| wire.outbox.poll_write(cx, &mut wire.stream)).await?;
+                take_batch(&mut wire.outbox, first, rx, config);
             }
         }
-        if let Some(frame) = frame {
-            if Pin::new(&mut *ws)
-                .start_send(Message::Close(Some(frame)))
-                .is_err()
-            {
-                return false;
-            }
-        }
-        if poll_fn(|cx| Pin::new(&mut *ws).poll_flush(cx))
-            .await
-            .is_err()
-        {
-            return false;
-        }
-        true
+        wire.outbox.push_back(frame::close_frame(code, reason));
+        poll_fn(|cx| wire.outbox.poll_write(cx, &mut wire.stream)).await
     };
     match timeout_at(deadline, sending).await {
-        Ok(true) => Some((ws, deadline)),
+        Ok(Ok(())) => Some(deadline),
         _ => None,
     }
 }
 
-/// Half-closes the TCP connection and reads (discarding) until the client closes its side or
-/// the deadline passes. Dropping a socket with unread input makes the kernel send a reset,
+/// Half-closes the stream and reads (discarding) until the client closes its side or the
+/// deadline passes. Dropping a socket with unread input makes the kernel send a reset,
 /// which can destroy our close frame before the client reads it; this avoids that.
-async fn linger(mut ws: Ws, deadline: Instant) {
-    let tcp = ws.get_mut();
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, deadline: Instant) {
     let draining = async {
-        if tcp.shutdown().await.is_err() {
+        if stream.shutdown().await.is_err() {
             return;
         }
-        let mut sink = vec![0u8; 1024];
-        while let Ok(n) = tcp.read(&mut sink).await {
-            if n == 0 {
-                break;
+        let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+        loop {
+            let mut buf = ReadBuf::uninit(&mut sink);
+            match poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut buf)).await {
+                Ok(()) if !buf.filled().is_empty() => {}
+                _ => break,
             }
         }
     };

@@ -1,8 +1,15 @@
-//! The bundled WebSocket server: a [`StreamHub`] and a [`StreamHandler`] over tokio +
-//! tokio-tungstenite (feature `server`, on by default).
+//! The bundled WebSocket server: a [`StreamHub`] and a [`StreamHandler`] over tokio, with
+//! the crate's own WebSocket codec (feature `server`, on by default).
 //!
-//! [`Server`] binds (or takes a `TcpListener`), spawns its accept loop on the current tokio
-//! runtime and returns a [`ServerHandle`]. Each accepted connection:
+//! Two entry points share one connection loop:
+//!
+//! - [`Server`] binds (or takes a `TcpListener`), spawns its accept loop on the current tokio
+//!   runtime and returns a [`ServerHandle`];
+//! - [`StreamService::serve_upgraded`] runs the same connection on a byte stream that another
+//!   stack has already upgraded (hyper, axum, a TLS acceptor, a test). A `Server` is an accept
+//!   loop and an HTTP upgrade in front of a `StreamService`, and shuts down through it.
+//!
+//! Each connection accepted by a [`Server`]:
 //!
 //! 1. completes the HTTP upgrade within [`handshake_timeout`](ServerConfig::handshake_timeout):
 //!    an `Origin` of another site gets 403 (same-origin by default), the [auth hook](ServerConfig::auth) may refuse with any
@@ -10,12 +17,17 @@
 //! 2. is registered in the hub under a server-generated id (as its user, if the hook named
 //!    one) and [`on_connect`](StreamHandler::on_connect) runs;
 //! 3. then one task serves it: text and binary messages go to
-//!    [`on_message`](StreamHandler::on_message) in order, pings are answered, and everything
-//!    queued for it is written in batches — one flush per batch, not one write per message;
+//!    [`on_message`](StreamHandler::on_message) in order (payloads are `Bytes` cut from the
+//!    read buffer, not copied), pings are answered, and everything queued for it is written
+//!    in batches: one `writev` of shared payload handles per batch, never a per-connection
+//!    copy of a broadcast; an idle connection holds no read or write buffer;
 //! 4. on any end it is unregistered, then
 //!    [`on_disconnect_with`](StreamHandler::on_disconnect_with) runs exactly once with the
 //!    socket, its rooms and the [`DisconnectReason`](crate::DisconnectReason). The task ends
 //!    with the connection.
+//!
+//! The wire path (its reader, writer and the measurements behind each choice) is described in
+//! `docs/design.md`, "Bytes on the wire", and `BENCHMARKS.md`, "Wire path".
 //!
 //! # Close codes
 //!
@@ -57,11 +69,16 @@
 //! # }).unwrap();
 //! ```
 
+pub(crate) mod admission;
 mod auth;
 mod config;
 mod connection;
+mod frame;
 mod origin;
+mod outbox;
 mod rate_limit;
+mod service;
+mod upgrade;
 
 use std::io;
 use std::net::SocketAddr;
@@ -71,8 +88,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep, timeout_at};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::time::{sleep, timeout};
 use tracing::{debug, info, warn};
 
 use crate::handler::StreamHandler;
@@ -83,14 +99,11 @@ pub use auth::{Admission, Rejection, UpgradeRequest};
 pub use config::ServerConfig;
 pub use origin::OriginPolicy;
 pub use rate_limit::RateLimit;
+pub use service::StreamService;
 
 /// Over-limit connections answered with 503 at the same time; beyond this they are dropped
 /// without a reply (a flood must not buy a task per connection).
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
-
-/// After the shutdown deadline, how long connection tasks get to finish their last steps
-/// (unregister, `on_disconnect`) before they are aborted.
-const ABORT_GRACE: Duration = Duration::from_millis(500);
 
 /// Builds and starts a server.
 ///
@@ -151,31 +164,14 @@ impl Server {
     /// If called outside a tokio runtime (the accept loop is spawned on it).
     pub fn listen(self, listener: TcpListener) -> io::Result<ServerHandle> {
         let local_addr = listener.local_addr()?;
-        let config = self.config;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(config.read_buffer_size)
-            // Frames accumulate in the write buffer until the batch's single flush (a batch
-            // larger than this is written in pieces of about this size).
-            .write_buffer_size(64 * 1024)
-            .max_message_size(Some(config.max_message_size))
-            .max_frame_size(Some(config.max_frame_size));
-        let (shutdown, shutdown_rx) = watch::channel(None);
+        let service = StreamService::with_shared_handler(self.hub, self.handler, self.config);
         let (done_tx, done) = watch::channel(false);
         let shared = Arc::new(ServerShared {
-            hub: self.hub,
-            handler: self.handler,
-            config,
-            ws_config,
-            shutdown,
+            service,
             active: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
         });
-        tokio::spawn(accept_loop(
-            listener,
-            Arc::clone(&shared),
-            shutdown_rx,
-            done_tx,
-        ));
+        tokio::spawn(accept_loop(listener, Arc::clone(&shared), done_tx));
         debug!(%local_addr, "server listening");
         Ok(ServerHandle {
             local_addr,
@@ -212,7 +208,13 @@ impl ServerHandle {
 
     /// The hub the server registers its connections in.
     pub fn hub(&self) -> &StreamHub {
-        &self.shared.hub
+        self.shared.service.hub()
+    }
+
+    /// The service that runs this server's connections (share it to serve upgraded streams
+    /// from another stack under the same shutdown).
+    pub fn service(&self) -> &StreamService {
+        &self.shared.service
     }
 
     /// Connections now open or in their handshake.
@@ -227,15 +229,7 @@ impl ServerHandle {
     /// ([`shutdown_timeout`](ServerConfig::shutdown_timeout)), whichever comes first.
     /// Await [`stopped`](Self::stopped) to know when every connection is gone.
     pub fn shutdown(&self) {
-        let deadline = Instant::now() + self.shared.config.shutdown_timeout;
-        self.shared.shutdown.send_if_modified(|state| {
-            if state.is_none() {
-                *state = Some(deadline);
-                true
-            } else {
-                false
-            }
-        });
+        self.shared.service.shutdown();
     }
 
     /// Resolves once the server has stopped: after a [`shutdown`](Self::shutdown), when the
@@ -258,7 +252,6 @@ impl ServerHandle {
         *self.done.borrow()
     }
 }
-
 /// Awaiting a handle is [`stopped`](ServerHandle::stopped): it resolves once the server has
 /// shut down and every connection is gone.
 ///
@@ -300,19 +293,14 @@ impl std::fmt::Debug for ServerHandle {
     }
 }
 
-/// What every connection task of one server shares.
-pub(crate) struct ServerShared {
-    pub(crate) hub: StreamHub,
-    pub(crate) handler: Arc<dyn StreamHandler>,
-    pub(crate) config: ServerConfig,
-    pub(crate) ws_config: WebSocketConfig,
-    /// `Some(deadline)` once shutdown has begun.
-    pub(crate) shutdown: watch::Sender<Option<Instant>>,
+/// What the accept loop and the handles share.
+struct ServerShared {
+    service: StreamService,
     /// Connections accepted and not yet ended (handshaking or open). Incremented by the
     /// accept loop before spawning, decremented by the connection's guard when its task ends.
-    pub(crate) active: AtomicUsize,
+    active: AtomicUsize,
     /// Over-limit connections being answered 503 now. Same discipline as `active`.
-    pub(crate) refusing: AtomicUsize,
+    refusing: AtomicUsize,
 }
 
 /// Decrements a counter when a task ends, however it ends.
@@ -333,12 +321,8 @@ impl Drop for CountGuard {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<ServerShared>,
-    mut shutdown: watch::Receiver<Option<Instant>>,
-    done: watch::Sender<bool>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<ServerShared>, done: watch::Sender<bool>) {
+    let mut shutdown = shared.service.shared().shutdown.subscribe();
     let mut tasks = JoinSet::new();
     loop {
         if shutdown.borrow_and_update().is_some() {
@@ -359,34 +343,16 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    let deadline = (*shutdown.borrow()).unwrap_or_else(Instant::now);
     info!(
         connections = tasks.len(),
         "server shutting down: listener closed"
     );
-    // Connections close themselves by the deadline; the grace covers their last steps
-    // (unregister, `on_disconnect`) before anything still running is aborted.
-    let abort_at = deadline + ABORT_GRACE;
-    while !tasks.is_empty() {
-        match timeout_at(abort_at, tasks.join_next()).await {
-            Ok(Some(result)) => log_task_end(result),
-            Ok(None) => break,
-            Err(_) => {
-                warn!(
-                    connections = tasks.len(),
-                    "shutdown deadline passed: aborting the remaining connections"
-                );
-                tasks.abort_all();
-                while let Some(result) = tasks.join_next().await {
-                    if let Err(e) = result {
-                        if e.is_panic() {
-                            warn!(error = %e, "connection task panicked");
-                        }
-                    }
-                }
-            }
-        }
+    // Each connection closes itself by the deadline and gives up shortly after it (see
+    // `StreamService::serve_upgraded`); handshakes are abandoned at once.
+    while let Some(result) = tasks.join_next().await {
+        log_task_end(result);
     }
+    shared.service.idle().await;
     info!("server stopped");
     done.send_replace(true);
 }
@@ -398,9 +364,10 @@ fn log_task_end(result: Result<(), tokio::task::JoinError>) {
 }
 
 fn admit(shared: &Arc<ServerShared>, tasks: &mut JoinSet<()>, stream: TcpStream, peer: SocketAddr) {
+    let config = shared.service.config();
     // ORDERING: the counter itself is the only shared state; exactness comes from the RMW.
     let active = shared.active.fetch_add(1, Ordering::Relaxed);
-    if active >= shared.config.max_connections {
+    if active >= config.max_connections {
         // ORDERING: as above.
         shared.active.fetch_sub(1, Ordering::Relaxed);
         // ORDERING: as above.
@@ -414,10 +381,14 @@ fn admit(shared: &Arc<ServerShared>, tasks: &mut JoinSet<()>, stream: TcpStream,
             drop(stream);
             return;
         }
+        let handshake_timeout = config.handshake_timeout;
         let shared = Arc::clone(shared);
         tasks.spawn(async move {
             let _guard = guard;
-            connection::refuse(shared, stream, peer).await;
+            let mut stream = stream;
+            let refuse = upgrade::upgrade(&mut stream, shared.service.config(), peer, true);
+            let _ = timeout(handshake_timeout, refuse).await;
+            warn!(%peer, "connection refused with 503: at max_connections");
         });
         return;
     }
@@ -425,10 +396,40 @@ fn admit(shared: &Arc<ServerShared>, tasks: &mut JoinSet<()>, stream: TcpStream,
         shared: Arc::clone(shared),
         refusal: false,
     };
-    let shutdown = shared.shutdown.subscribe();
     let shared = Arc::clone(shared);
     tasks.spawn(async move {
         let _guard = guard;
-        connection::serve(shared, stream, peer, shutdown).await;
+        serve_tcp(&shared.service, stream, peer).await;
     });
+}
+
+/// One accepted TCP connection: the upgrade (bounded by the handshake timeout, abandoned on
+/// shutdown), then the service's connection loop.
+async fn serve_tcp(service: &StreamService, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let config = service.config();
+    let mut shutdown = service.shared().shutdown.subscribe();
+    // Boxed: the handshake's state lives only until the upgrade; inline, it would size every
+    // connection's task for its whole life.
+    let handshake = Box::pin(timeout(
+        config.handshake_timeout,
+        upgrade::upgrade(&mut stream, config, peer, false),
+    ));
+    let outcome = tokio::select! {
+        outcome = handshake => outcome,
+        _ = shutdown.wait_for(Option::is_some) => return,
+    };
+    match outcome {
+        Ok(upgrade::Outcome::Upgraded {
+            admission,
+            leftover,
+        }) => {
+            service
+                .serve_with_leftover(stream, leftover, admission, Some(peer))
+                .await
+        }
+        Ok(upgrade::Outcome::Refused(status)) => debug!(%peer, %status, "upgrade refused"),
+        Ok(upgrade::Outcome::Failed(why)) => warn!(%peer, why, "handshake failed"),
+        Err(_) => warn!(%peer, "handshake timed out"),
+    }
 }

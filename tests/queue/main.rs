@@ -5,4 +5,5 @@ mod support;
 
 mod queue_overflow;
 mod queue_poll_closed;
+mod queue_receiver;
 mod queue_wakeup;

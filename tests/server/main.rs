@@ -3,6 +3,7 @@
 #![cfg(feature = "server")]
 
 #[path = "../support/mod.rs"]
+#[macro_use]
 mod support;
 
 /// The chat example, shared by its protocol and metrics tests.
@@ -10,6 +11,10 @@ mod support;
 #[path = "../../examples/chat.rs"]
 mod chat;
 
+#[cfg(feature = "axum")]
+mod axum_chat_example;
+#[cfg(feature = "axum")]
+mod axum_route;
 mod chat_metrics;
 mod chat_protocol;
 mod echo_example;
@@ -18,5 +23,7 @@ mod server_faults;
 mod server_handshake;
 mod server_heartbeat;
 mod server_lifecycle;
+mod server_service;
 mod server_shutdown;
 mod server_slow_consumer;
+mod server_wire;

@@ -6,15 +6,10 @@ use nucleus_stream::server::ServerConfig;
 use nucleus_stream::{SocketMessage, StreamHub};
 
 /// A server with a 1 KiB message limit and an echoing recorder, plus one healthy client.
-async fn setup() -> (
-    StreamHub,
-    std::sync::Arc<Recorder>,
-    nucleus_stream::server::ServerHandle,
-    WsClient,
-) {
+async fn setup(t: Transport) -> (StreamHub, std::sync::Arc<Recorder>, TestServer, WsClient) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, true);
-    let server = start(&hub, rec.clone(), ServerConfig::default().max_size(1024)).await;
+    let server = start_on(t, &hub, rec.clone(), ServerConfig::default().max_size(1024)).await;
     let healthy = ws_connect(server.local_addr(), "/").await;
     (hub, rec, server, healthy)
 }
@@ -34,9 +29,10 @@ async fn healthy_still_served(healthy: &mut WsClient, hub: &StreamHub, rec: &Rec
     );
 }
 
+transport_tests! {
 #[tokio::test]
-async fn message_over_the_limit_closes_with_1009() {
-    let (hub, rec, server, mut healthy) = setup().await;
+async fn message_over_the_limit_closes_with_1009(t) {
+    let (hub, rec, server, mut healthy) = setup(t).await;
     let mut bad = RawClient::connect(server.local_addr(), "/", &[])
         .await
         .expect_open();
@@ -59,10 +55,12 @@ async fn message_over_the_limit_closes_with_1009() {
         _ => true,
     }));
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn invalid_utf8_text_closes_with_1007() {
-    let (hub, rec, server, mut healthy) = setup().await;
+async fn invalid_utf8_text_closes_with_1007(t) {
+    let (hub, rec, server, mut healthy) = setup(t).await;
     let mut bad = RawClient::connect(server.local_addr(), "/", &[])
         .await
         .expect_open();
@@ -72,10 +70,12 @@ async fn invalid_utf8_text_closes_with_1007() {
     drop(bad);
     healthy_still_served(&mut healthy, &hub, &rec, "after 1007").await;
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn protocol_violations_close_with_1002() {
-    let (hub, rec, server, mut healthy) = setup().await;
+async fn protocol_violations_close_with_1002(t) {
+    let (hub, rec, server, mut healthy) = setup(t).await;
     let addr = server.local_addr();
 
     // An unmasked client frame.
@@ -137,10 +137,12 @@ async fn protocol_violations_close_with_1002() {
         ]
     );
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn garbage_instead_of_a_handshake_is_dropped() {
-    let (hub, rec, server, mut healthy) = setup().await;
+async fn garbage_instead_of_a_handshake_is_dropped(t) {
+    let (hub, rec, server, mut healthy) = setup(t).await;
     let mut stream = tokio::net::TcpStream::connect(server.local_addr())
         .await
         .unwrap();
@@ -164,4 +166,5 @@ async fn garbage_instead_of_a_handshake_is_dropped() {
         "never registered, never disconnected"
     );
     assert_eq!(hub.connection_count().await, 1);
+}
 }

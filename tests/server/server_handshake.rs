@@ -8,12 +8,13 @@ use nucleus_stream::StreamHub;
 use nucleus_stream::server::{Admission, Rejection, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+transport_tests! {
 #[tokio::test]
-async fn disallowed_origin_gets_403_before_the_upgrade() {
+async fn disallowed_origin_gets_403_before_the_upgrade(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, false);
     let config = ServerConfig::default().allowed_origins(["https://good.example"]);
-    let server = start(&hub, rec.clone(), config).await;
+    let server = start_on(t, &hub, rec.clone(), config).await;
     let addr = server.local_addr();
 
     let status = RawClient::connect(addr, "/", &[("Origin", "https://evil.example")])
@@ -33,9 +34,11 @@ async fn disallowed_origin_gets_403_before_the_upgrade() {
     );
     drop((ok, no_origin));
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn auth_hook_rejects_with_its_status_and_admits_users_with_metadata() {
+async fn auth_hook_rejects_with_its_status_and_admits_users_with_metadata(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, false);
     let config = ServerConfig::default().auth(|req| {
@@ -49,13 +52,15 @@ async fn auth_hook_rejects_with_its_status_and_admits_users_with_metadata() {
                 .with_metadata("plan", "pro")
                 .with_metadata(
                     "peer_is_loopback",
-                    req.peer_addr().ip().is_loopback().to_string(),
+                    req.peer_addr()
+                        .is_some_and(|p| p.ip().is_loopback())
+                        .to_string(),
                 )),
             ("/chat", None, _) => Ok(Admission::anonymous()),
             _ => Err(Rejection::unauthorized()),
         }
     });
-    let server = start(&hub, rec.clone(), config).await;
+    let server = start_on(t, &hub, rec.clone(), config).await;
     let addr = server.local_addr();
 
     assert_eq!(
@@ -110,12 +115,15 @@ async fn auth_hook_rejects_with_its_status_and_admits_users_with_metadata() {
     eventually("alice offline", || hub.stats().online_users == 0).await;
     drop(anon);
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn connections_past_the_limit_get_503() {
+async fn connections_past_the_limit_get_503(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, true);
-    let server = start(
+    let server = start_on(
+        t,
         &hub,
         rec.clone(),
         ServerConfig::default().max_connections(2),
@@ -144,6 +152,7 @@ async fn connections_past_the_limit_get_503() {
     let mut c = ws_connect(addr, "/").await;
     send_text(&mut c, "c").await;
     assert_eq!(next_text(&mut c).await.as_deref(), Some("c"));
+}
 }
 
 #[tokio::test]

@@ -15,11 +15,12 @@ fn config() -> ServerConfig {
         .idle_timeout(Duration::from_millis(250))
 }
 
+transport_tests! {
 #[tokio::test]
-async fn a_silent_peer_is_pinged_then_closed_after_the_idle_timeout() {
+async fn a_silent_peer_is_pinged_then_closed_after_the_idle_timeout(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, true);
-    let server = start(&hub, rec.clone(), config()).await;
+    let server = start_on(t, &hub, rec.clone(), config()).await;
 
     // A raw client never answers pings and never sends anything.
     let mut silent = RawClient::connect(server.local_addr(), "/", &[])
@@ -39,15 +40,17 @@ async fn a_silent_peer_is_pinged_then_closed_after_the_idle_timeout() {
     eventually("on_disconnect", || rec.disconnects().len() == 1).await;
     assert_eq!(hub.connection_count().await, 0);
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn a_live_peer_answering_pings_outlives_several_idle_timeouts() {
+async fn a_live_peer_answering_pings_outlives_several_idle_timeouts(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, true);
     let config = ServerConfig::default()
         .ping_interval(Duration::from_millis(30))
         .idle_timeout(Duration::from_millis(400));
-    let server = start(&hub, rec.clone(), config).await;
+    let server = start_on(t, &hub, rec.clone(), config).await;
 
     // The raw client answers each ping with a pong, and sends nothing else.
     let mut live = RawClient::connect(server.local_addr(), "/", &[])
@@ -74,12 +77,14 @@ async fn a_live_peer_answering_pings_outlives_several_idle_timeouts() {
     assert_eq!(echo, b"still here");
     assert!(rec.disconnects().is_empty());
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn client_pings_are_answered_with_pongs_carrying_the_payload() {
+async fn client_pings_are_answered_with_pongs_carrying_the_payload(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, true);
-    let server = start(&hub, rec.clone(), ServerConfig::default()).await;
+    let server = start_on(t, &hub, rec.clone(), ServerConfig::default()).await;
     let mut client = RawClient::connect(server.local_addr(), "/", &[])
         .await
         .expect_open();
@@ -112,4 +117,5 @@ async fn client_pings_are_answered_with_pongs_carrying_the_payload() {
         "the pong carries the ping's payload"
     );
     assert_eq!(echo.as_deref(), Some("data"));
+}
 }

@@ -7,13 +7,14 @@ use nucleus_stream::server::ServerConfig;
 use nucleus_stream::{SocketMessage, StreamHub};
 use tokio_tungstenite::tungstenite::Message;
 
+transport_tests! {
 #[tokio::test]
-async fn messages_reach_the_handler_in_order_and_echo_back_in_order() {
+async fn messages_reach_the_handler_in_order_and_echo_back_in_order(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(Some("lobby"), true);
     // A burst of 200 is over the default inbound rate limit (bursts of 100): lift it.
     let config = ServerConfig::default().inbound_rate(None);
-    let server = start(&hub, rec.clone(), config).await;
+    let server = start_on(t, &hub, rec.clone(), config).await;
     let mut ws = ws_connect(server.local_addr(), "/").await;
 
     let mut expected = Vec::new();
@@ -62,12 +63,14 @@ async fn messages_reach_the_handler_in_order_and_echo_back_in_order() {
     assert!(hub.get_room("lobby").await.is_none());
     eventually("the task to end", || server.connections() == 0).await;
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn fragmented_messages_are_reassembled_and_a_vanishing_peer_is_cleaned_up() {
+async fn fragmented_messages_are_reassembled_and_a_vanishing_peer_is_cleaned_up(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, true);
-    let server = start(&hub, rec.clone(), ServerConfig::default()).await;
+    let server = start_on(t, &hub, rec.clone(), ServerConfig::default()).await;
     let mut raw = RawClient::connect(server.local_addr(), "/", &[])
         .await
         .expect_open();
@@ -90,12 +93,14 @@ async fn fragmented_messages_are_reassembled_and_a_vanishing_peer_is_cleaned_up(
     assert_eq!(hub.connection_count().await, 0);
     eventually("the task to end", || server.connections() == 0).await;
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn unregistering_a_socket_from_the_app_closes_it_after_its_backlog() {
+async fn unregistering_a_socket_from_the_app_closes_it_after_its_backlog(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(None, false);
-    let server = start(&hub, rec.clone(), ServerConfig::default()).await;
+    let server = start_on(t, &hub, rec.clone(), ServerConfig::default()).await;
     let mut ws = ws_connect(server.local_addr(), "/").await;
     eventually("connect", || rec.connected_ids().len() == 1).await;
     let id = rec.connected_ids()[0].clone();
@@ -110,4 +115,5 @@ async fn unregistering_a_socket_from_the_app_closes_it_after_its_backlog() {
     );
     assert_eq!(close_code(&mut ws).await, Some(1000));
     eventually("on_disconnect", || rec.disconnects() == vec![id.clone()]).await;
+}
 }

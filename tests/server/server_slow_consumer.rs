@@ -18,14 +18,15 @@ fn message(seq: usize) -> String {
     format!("{seq:08}{}", "x".repeat(PAYLOAD - 8))
 }
 
+transport_tests! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_closed_while_50_readers_get_everything() {
+async fn a_client_that_stops_reading_is_closed_while_50_readers_get_everything(t) {
     let hub = StreamHub::new();
     let rec = Recorder::new(Some("room"), false);
     // Small queues so the non-reader overflows quickly; rounds stay well below the bound.
     let config =
         ServerConfig::default().queue(QueueConfig::default().max_messages(64).max_bytes(48 * 1024));
-    let server = start(&hub, rec.clone(), config).await;
+    let server = start_on(t, &hub, rec.clone(), config).await;
     let addr = server.local_addr();
 
     // 50 readers, each checking that message k arrives k-th.
@@ -109,4 +110,5 @@ async fn a_client_that_stops_reading_is_closed_while_50_readers_get_everything()
     for r in readers {
         r.abort();
     }
+}
 }

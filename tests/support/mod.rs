@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 #[cfg(feature = "server")]
+#[macro_use]
 pub mod wire;
 
 use nucleus_stream::{

@@ -3,6 +3,7 @@
 //! handler that records what the server told it.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -148,11 +149,21 @@ impl RawClient {
         Self::upgrade(stream, "/", &[]).await.expect_open()
     }
 
+    /// Upgrades an already connected stream at `path`.
+    pub async fn from_stream(stream: TcpStream, path: &str) -> Upgrade {
+        Self::upgrade(stream, path, &[]).await
+    }
+
     async fn upgrade(mut stream: TcpStream, path: &str, headers: &[(&str, &str)]) -> Upgrade {
         stream
             .write_all(&upgrade_request(path, headers))
             .await
             .expect("write request");
+        Self::from_open_stream(stream).await
+    }
+
+    /// Reads the upgrade response on a stream whose request was already sent.
+    pub async fn from_open_stream(mut stream: TcpStream) -> Upgrade {
         let mut buf = Vec::new();
         let head_end = within("upgrade response", async {
             loop {
@@ -182,6 +193,11 @@ impl RawClient {
                 tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut body)).await;
             Upgrade::Refused(status, String::from_utf8_lossy(&body).to_string())
         }
+    }
+
+    /// Frees the client's own read buffer (for memory measurements).
+    pub fn shrink(&mut self) {
+        self.buf.shrink_to_fit();
     }
 
     /// Sends raw bytes.
@@ -442,11 +458,229 @@ impl StreamHandler for Recorder {
     }
 }
 
-/// Starts a server on `127.0.0.1:0` with `handler` and `config`.
+/// Accepts one TCP connection and answers its upgrade request by hand, as a foreign stack
+/// would (for `StreamService::serve_upgraded`). Reads the request byte by byte, so whatever
+/// the client sends after it stays in the socket for the service to read.
+pub async fn foreign_upgrade(listener: &tokio::net::TcpListener) -> TcpStream {
+    let (mut stream, _) = within("accept", listener.accept()).await.expect("accept");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.expect("read request");
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8(head).expect("ascii head");
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .expect("key");
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes())
+    );
+    stream
+        .write_all(response.as_bytes())
+        .await
+        .expect("respond");
+    stream
+}
+
+/// Shrinks a socket's send buffer (the kernel doubles the value and applies its minimum), so
+/// that the server's writes stop part-way and its backlog stays in user space.
+pub fn set_send_buffer(stream: &tokio::net::TcpStream, bytes: libc::c_int) {
+    // SAFETY: a valid socket descriptor, a correctly sized option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_SNDBUF");
+}
+
+/// The stacks a server test runs against: the bundled server, and (feature `axum`) a real
+/// axum app serving the hub at every path but `/health` through
+/// [`StreamRoute`](nucleus_stream::axum::StreamRoute). Both run the same admission and the
+/// same connection loop; the server test modules run each case on every transport here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Bundled,
+    #[cfg(feature = "axum")]
+    Axum,
+}
+
+/// A running server of either transport, with the bundled server's handle API.
+#[derive(Clone)]
+pub struct TestServer {
+    addr: SocketAddr,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Bundled(ServerHandle),
+    #[cfg(feature = "axum")]
+    Axum {
+        route: nucleus_stream::axum::StreamRoute,
+        stop: Arc<tokio::sync::watch::Sender<bool>>,
+        done: tokio::sync::watch::Receiver<bool>,
+    },
+}
+
+impl TestServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Open connections: the bundled server counts handshakes in progress too, the axum
+    /// route counts upgraded (and upgrading) connections only.
+    pub fn connections(&self) -> usize {
+        match &self.kind {
+            Kind::Bundled(server) => server.connections(),
+            #[cfg(feature = "axum")]
+            Kind::Axum { route, .. } => route.connections(),
+        }
+    }
+
+    /// Begins the graceful shutdown: the bundled server's `shutdown`, or the signal given
+    /// to axum's `with_graceful_shutdown` (through `StreamRoute::shutdown_on`).
+    pub fn shutdown(&self) {
+        match &self.kind {
+            Kind::Bundled(server) => server.shutdown(),
+            #[cfg(feature = "axum")]
+            Kind::Axum { stop, .. } => {
+                stop.send_replace(true);
+            }
+        }
+    }
+
+    /// Resolves when the server has stopped: listener closed, every connection ended.
+    pub async fn stopped(&self) {
+        match &self.kind {
+            Kind::Bundled(server) => server.stopped().await,
+            #[cfg(feature = "axum")]
+            Kind::Axum { done, .. } => {
+                let mut done = done.clone();
+                let _ = done.wait_for(|d| *d).await;
+            }
+        }
+    }
+
+    pub async fn shutdown_and_wait(self) {
+        self.shutdown();
+        self.stopped().await;
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        match &self.kind {
+            Kind::Bundled(server) => server.is_stopped(),
+            #[cfg(feature = "axum")]
+            Kind::Axum { done, .. } => *done.borrow(),
+        }
+    }
+}
+
+/// Starts a server of transport `t` on `127.0.0.1:0` with `handler` and `config`.
+pub async fn start_on(
+    t: Transport,
+    hub: &StreamHub,
+    handler: Arc<Recorder>,
+    config: ServerConfig,
+) -> TestServer {
+    match t {
+        Transport::Bundled => {
+            let server = Server::with_shared_handler(hub.clone(), handler)
+                .config(config)
+                .bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            TestServer {
+                addr: server.local_addr(),
+                kind: Kind::Bundled(server),
+            }
+        }
+        #[cfg(feature = "axum")]
+        Transport::Axum => start_axum(hub, handler, config).await,
+    }
+}
+
+#[cfg(feature = "axum")]
+async fn start_axum(hub: &StreamHub, handler: Arc<Recorder>, config: ServerConfig) -> TestServer {
+    use axum::serve::ListenerExt;
+    let route =
+        nucleus_stream::axum::StreamRoute::with_shared_handler(hub.clone(), handler, config);
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .fallback_service(route.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, done) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    };
+    let serving = route.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(serving.shutdown_on(signal))
+        .await
+        .expect("axum::serve");
+        // hyper does not wait for upgraded connections: the route does.
+        serving.stopped().await;
+        done_tx.send_replace(true);
+    });
+    TestServer {
+        addr,
+        kind: Kind::Axum {
+            route,
+            stop: Arc::new(stop),
+            done,
+        },
+    }
+}
+
+/// Starts a bundled server on `127.0.0.1:0` with `handler` and `config`.
 pub async fn start(hub: &StreamHub, handler: Arc<Recorder>, config: ServerConfig) -> ServerHandle {
     Server::with_shared_handler(hub.clone(), handler)
         .config(config)
         .bind("127.0.0.1:0")
         .await
         .expect("bind")
+}
+
+/// Defines each case as a module with one test per transport (`bundled`, and `axum` under
+/// the feature): `transport_tests! { #[tokio::test] async fn name(t) { ... } }`, where `t`
+/// is the [`Transport`] the body starts its server on (with [`start_on`]).
+#[allow(unused_macros)]
+macro_rules! transport_tests {
+    ($( $(#[$m:meta])* async fn $name:ident($t:ident) $body:block )*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($t: Transport) $body
+
+            $(#[$m])*
+            async fn bundled() {
+                run(Transport::Bundled).await
+            }
+
+            #[cfg(feature = "axum")]
+            $(#[$m])*
+            async fn axum() {
+                run(Transport::Axum).await
+            }
+        }
+    )*};
 }

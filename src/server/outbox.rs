@@ -1,0 +1,322 @@
+//! The writer's side of a connection: frames waiting to be written, as shared `Bytes`
+//! chunks, written with vectored writes straight to the socket.
+//!
+//! A batch taken from the outbound queue becomes a short list of chunks: the 2–10 byte
+//! headers and the payloads of small messages are copied into one staging buffer (at most
+//! [`STAGING_MAX`] bytes per chunk, sized to what is queued), while every payload of at least
+//! `coalesce_below` bytes goes out as its own chunk — the very `Bytes` the broadcast shared
+//! between its recipients, never copied. One `writev` writes the whole list; a partial write
+//! resumes at the byte where it stopped. When everything is written the chunk list and the
+//! staging buffer are gone: an idle connection holds no write buffer at all.
+//!
+//! Control frames (pong, ping, close) are inserted at the first frame boundary after the
+//! bytes being written, so they wait behind at most one staging chunk or one payload, never
+//! behind a backlog (which stays in the hub's queue until the outbox is empty).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWrite;
+
+use crate::message::SocketMessage;
+use crate::server::frame::{MAX_HEADER, OP_BINARY, OP_TEXT, encode_header};
+
+/// Most bytes copied into one staging chunk.
+pub(crate) const STAGING_MAX: usize = 16 * 1024;
+
+/// Most bytes a batch takes from the queue before it is written (a single larger message
+/// still goes whole).
+pub(crate) const BATCH_BYTES: usize = 64 * 1024;
+
+/// Most slices per `writev` (Linux accepts 1024; more than this is never needed for a batch
+/// of `BATCH_BYTES`).
+const MAX_IOV: usize = 64;
+
+struct Chunk {
+    data: Bytes,
+    /// Whether a frame ends where this chunk ends (a control frame may follow it).
+    frame_end: bool,
+}
+
+/// Frames not yet written to the socket.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of `chunks[0]` already written.
+    written: usize,
+    /// The stream's flush has not completed since the last write.
+    unflushed: bool,
+}
+
+/// Builds one batch of frames into an [`Outbox`].
+pub(crate) struct Batch<'a> {
+    outbox: &'a mut Outbox,
+    staging: BytesMut,
+    /// Capacity to reserve for the staging buffer when it runs out.
+    estimate: usize,
+    coalesce_below: usize,
+    /// Bytes of frames added so far.
+    pub(crate) bytes: usize,
+}
+
+impl Outbox {
+    /// Whether every frame has been written (and flushed).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && !self.unflushed
+    }
+
+    /// Starts a batch. `queued_bytes` (what the queue holds now) sizes the staging buffer;
+    /// payloads of `coalesce_below` bytes or more are not copied.
+    pub(crate) fn batch(&mut self, queued_bytes: usize, coalesce_below: usize) -> Batch<'_> {
+        Batch {
+            outbox: self,
+            staging: BytesMut::new(),
+            estimate: queued_bytes.clamp(256, STAGING_MAX),
+            coalesce_below,
+            bytes: 0,
+        }
+    }
+
+    /// Queues a control frame at the first frame boundary.
+    pub(crate) fn push_control(&mut self, frame: Bytes) {
+        let chunk = Chunk {
+            data: frame,
+            frame_end: true,
+        };
+        if self.written == 0 {
+            self.chunks.push_front(chunk);
+            return;
+        }
+        match self.chunks.iter().position(|c| c.frame_end) {
+            Some(i) => self.chunks.insert(i + 1, chunk),
+            None => self.chunks.push_back(chunk),
+        }
+    }
+
+    /// Queues a frame after everything else.
+    pub(crate) fn push_back(&mut self, frame: Bytes) {
+        self.chunks.push_back(Chunk {
+            data: frame,
+            frame_end: true,
+        });
+    }
+
+    /// Drops every frame not yet started (the frame partly written must be finished for the
+    /// stream to stay valid).
+    pub(crate) fn discard_unstarted(&mut self) {
+        if self.written == 0 {
+            self.chunks.clear();
+            return;
+        }
+        if let Some(i) = self.chunks.iter().position(|c| c.frame_end) {
+            self.chunks.truncate(i + 1);
+        }
+    }
+
+    /// Writes until everything is written and flushed.
+    pub(crate) fn poll_write<S: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &mut S,
+    ) -> Poll<io::Result<()>> {
+        let vectored = stream.is_write_vectored();
+        while !self.chunks.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let limit = if vectored { MAX_IOV } else { 1 };
+            let mut n = 0;
+            for chunk in self.chunks.iter().take(limit) {
+                let data = if n == 0 {
+                    &chunk.data[self.written..]
+                } else {
+                    &chunk.data[..]
+                };
+                slices[n] = IoSlice::new(data);
+                n += 1;
+            }
+            let wrote = ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]))?;
+            if wrote == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.unflushed = true;
+            self.advance(wrote);
+        }
+        // Give the chunk list's memory back: an idle connection holds nothing.
+        if self.chunks.capacity() > 0 {
+            self.chunks = VecDeque::new();
+        }
+        if self.unflushed {
+            ready!(Pin::new(&mut *stream).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(first) = self.chunks.front() else {
+                return;
+            };
+            let left = first.data.len() - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            self.written = 0;
+            self.chunks.pop_front();
+        }
+    }
+}
+
+impl Batch<'_> {
+    /// Adds a data frame for `msg`.
+    pub(crate) fn push(&mut self, msg: &SocketMessage) {
+        let (opcode, payload) = match msg {
+            SocketMessage::Text(t) => (OP_TEXT, t.as_bytes()),
+            SocketMessage::Binary(b) => (OP_BINARY, b),
+        };
+        let mut header = [0u8; MAX_HEADER];
+        let header_len = encode_header(opcode, payload.len(), &mut header);
+        self.bytes += header_len + payload.len();
+        if payload.len() < self.coalesce_below {
+            let need = header_len + payload.len();
+            if !self.staging.is_empty() && self.staging.len() + need > STAGING_MAX {
+                self.seal(true);
+            }
+            if self.staging.capacity() - self.staging.len() < need {
+                self.staging.reserve(need.max(self.estimate));
+            }
+            self.staging.extend_from_slice(&header[..header_len]);
+            self.staging.extend_from_slice(payload);
+        } else {
+            if self.staging.capacity() - self.staging.len() < header_len {
+                self.staging.reserve(MAX_HEADER.max(self.estimate.min(256)));
+            }
+            self.staging.extend_from_slice(&header[..header_len]);
+            self.seal(false);
+            self.outbox.chunks.push_back(Chunk {
+                data: payload.clone(),
+                frame_end: true,
+            });
+        }
+    }
+
+    fn seal(&mut self, frame_end: bool) {
+        if !self.staging.is_empty() {
+            let data = self.staging.split().freeze();
+            self.outbox.chunks.push_back(Chunk { data, frame_end });
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.seal(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that accepts at most `step` bytes per write (a tiny socket send buffer).
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut left = self.step;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(left);
+                self.out.extend_from_slice(&b[..take]);
+                left -= take;
+                n += take;
+            }
+            Poll::Ready(Ok(n))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_and_control_frames_wait_for_one_frame_only() {
+        let big = SocketMessage::binary(vec![0xAB; 3000]);
+        let small = SocketMessage::text("hi");
+        let mut outbox = Outbox::default();
+        {
+            let mut batch = outbox.batch(10_000, 1024);
+            batch.push(&small);
+            batch.push(&big);
+            batch.push(&small);
+        }
+        let mut sink = Trickle {
+            out: Vec::new(),
+            step: 7,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // One 7-byte write: inside the big frame's header chunk.
+        outbox.written = 0;
+        let mut slices = [IoSlice::new(&[])];
+        slices[0] = IoSlice::new(&outbox.chunks[0].data);
+        let wrote = match Pin::new(&mut sink).poll_write_vectored(&mut cx, &slices) {
+            Poll::Ready(Ok(n)) => n,
+            _ => unreachable!(),
+        };
+        outbox.advance(wrote);
+        outbox.push_control(Bytes::from_static(&[0x8A, 0]));
+        assert!(outbox.poll_write(&mut cx, &mut sink).is_ready());
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.chunks.capacity(), 0);
+        let mut expected = vec![0x81, 2, b'h', b'i', 0x82, 126, 0x0B, 0xB8];
+        expected.extend(std::iter::repeat_n(0xAB, 3000));
+        // The pong goes right after the big frame, before the last small one.
+        expected.extend([0x8A, 0, 0x81, 2, b'h', b'i']);
+        assert_eq!(sink.out, expected);
+    }
+
+    #[test]
+    fn discarding_keeps_only_the_frame_being_written() {
+        let mut outbox = Outbox::default();
+        {
+            let mut batch = outbox.batch(0, 16);
+            batch.push(&SocketMessage::binary(vec![1; 100]));
+            batch.push(&SocketMessage::binary(vec![2; 100]));
+        }
+        outbox.advance(5);
+        outbox.discard_unstarted();
+        let mut sink = Trickle {
+            out: Vec::new(),
+            step: 1000,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(outbox.poll_write(&mut cx, &mut sink).is_ready());
+        // The rest of the first frame: 2 header bytes + 100 payload bytes, minus 5 written.
+        assert_eq!(sink.out.len(), 102 - 5);
+    }
+}

@@ -1,0 +1,289 @@
+//! [`StreamService`]: the hub's connection, runnable on any already-upgraded byte stream.
+//!
+//! The bundled [`Server`](crate::server::Server) is a TCP accept loop and an HTTP upgrade in
+//! front of a `StreamService`; another stack (axum, hyper, a TLS acceptor, a test) does its
+//! own upgrade and hands the upgraded stream to [`StreamService::serve_upgraded`]. Every
+//! connection, whichever stack accepted it, runs the same loop with the same
+//! [`ServerConfig`] and shares one shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+
+use crate::handler::StreamHandler;
+use crate::hub::StreamHub;
+use crate::server::auth::Admission;
+use crate::server::config::ServerConfig;
+use crate::server::connection::{self, Wire};
+
+/// After the shutdown deadline, how long a connection gets to finish its last steps
+/// (unregister, `on_disconnect`) before its future gives up (a handler that never returns).
+pub(crate) const ABORT_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs the hub's WebSocket connections on byte streams that are already upgraded.
+///
+/// Cheap to clone (one `Arc`); every clone is the same service: one connection count, one
+/// shutdown.
+///
+/// # Examples
+///
+/// Serving a stream that some other code upgraded (here: the server half of an in-memory
+/// pipe; in practice hyper's `Upgraded`, a TLS stream or a `TcpStream`):
+///
+/// ```
+/// use nucleus_stream::server::{Admission, ServerConfig, StreamService};
+/// use nucleus_stream::{async_trait, SocketMessage, StreamHandler, StreamHub, WebSocket};
+///
+/// struct Echo;
+///
+/// #[async_trait]
+/// impl StreamHandler for Echo {
+///     async fn on_message(&self, hub: &StreamHub, socket: &WebSocket, msg: SocketMessage) {
+///         hub.send_to(&socket.id, msg).await.ok();
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let service = StreamService::new(StreamHub::new(), Echo, ServerConfig::default());
+/// let (client, server_side) = tokio::io::duplex(4096);
+/// let connection = service.serve_upgraded(server_side, Admission::user("alice"), None);
+/// let task = tokio::spawn(connection);
+/// # tokio::task::yield_now().await;
+/// drop(client); // the client goes away
+/// task.await.unwrap();
+/// assert_eq!(service.connections(), 0);
+/// service.shutdown();
+/// service.stopped().await;
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct StreamService {
+    shared: Arc<ServiceShared>,
+}
+
+/// What every connection of one service shares.
+pub(crate) struct ServiceShared {
+    pub(crate) hub: StreamHub,
+    pub(crate) handler: Arc<dyn StreamHandler>,
+    pub(crate) config: ServerConfig,
+    /// `Some(deadline)` once shutdown has begun.
+    pub(crate) shutdown: watch::Sender<Option<Instant>>,
+    /// Connections being served (futures from `serve_upgraded` not yet finished or
+    /// dropped). Changed only by [`ConnectionGuard`].
+    pub(crate) open: watch::Sender<usize>,
+}
+
+impl StreamService {
+    /// A service for `hub` whose connections call `handler`, under `config`.
+    pub fn new<H: StreamHandler>(hub: StreamHub, handler: H, config: ServerConfig) -> Self {
+        Self::with_shared_handler(hub, Arc::new(handler), config)
+    }
+
+    /// Like [`new`](Self::new), with a handler you keep a reference to.
+    pub fn with_shared_handler(
+        hub: StreamHub,
+        handler: Arc<dyn StreamHandler>,
+        config: ServerConfig,
+    ) -> Self {
+        let (shutdown, _) = watch::channel(None);
+        let (open, _) = watch::channel(0);
+        Self {
+            shared: Arc::new(ServiceShared {
+                hub,
+                handler,
+                config,
+                shutdown,
+                open,
+            }),
+        }
+    }
+
+    /// Runs one WebSocket connection on `stream`, an already-upgraded byte stream (the HTTP
+    /// handshake is done; the next bytes are WebSocket frames from the client), until it ends.
+    ///
+    /// This is the entry point for any stack that does its own upgrade: hyper (wrap its
+    /// `Upgraded` in `hyper_util::rt::TokioIo`), another framework, a TLS acceptor, a test
+    /// over `tokio::io::duplex`. The bundled server and the axum route (feature `axum`) both
+    /// end here. The caller decides admission (Origin, auth, limits) and passes the result
+    /// as `admission`.
+    ///
+    /// The connection is registered in the hub under a fresh id from
+    /// [`StreamHub::next_socket_id`] (node-aware in a cluster) (as
+    /// `admission`'s user, with its metadata), [`on_connect`](StreamHandler::on_connect)
+    /// runs, then messages go to [`on_message`](StreamHandler::on_message) in order while
+    /// everything queued for the socket is written to it, under the service's
+    /// [`ServerConfig`]: size limits (1009), UTF-8 (1007), protocol errors (1002), heartbeats
+    /// and idle timeout (1001), the outbound queue's bound and slow-consumer policy (1008),
+    /// close timeout, and graceful [`shutdown`](Self::shutdown) (1001 after the backlog). At
+    /// the end the socket is unregistered and then
+    /// [`on_disconnect`](StreamHandler::on_disconnect) runs, exactly once.
+    ///
+    /// `peer` is only used in logs. The future is `'static`: spawn it. Dropping it early
+    /// still unregisters the socket (but skips `on_disconnect`). It counts in
+    /// [`connections`](Self::connections) from the moment it is created until it completes or
+    /// is dropped. Called after `shutdown`, the connection is closed with 1001 at once.
+    pub fn serve_upgraded<S>(
+        &self,
+        stream: S,
+        admission: Admission,
+        peer: Option<SocketAddr>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_with_leftover(stream, Vec::new(), admission, peer)
+    }
+
+    /// [`serve_upgraded`](Self::serve_upgraded) for a stream of which `leftover` was already
+    /// read (bytes that followed the upgrade request).
+    pub(crate) fn serve_with_leftover<S>(
+        &self,
+        stream: S,
+        leftover: Vec<u8>,
+        admission: Admission,
+        peer: Option<SocketAddr>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let guard = ConnectionGuard::new(Arc::clone(&self.shared));
+        let mut shutdown = self.shared.shutdown.subscribe();
+        // Built and boxed here, not inside the block below: an async block keeps its captures
+        // for its whole life, so moving an inline future (or its arguments) into it would
+        // store them twice. The task then holds this small block; the box, the connection.
+        let wire = Wire::new(stream, leftover, &self.shared.config);
+        let mut connection = Box::pin(connection::open(
+            Arc::clone(&self.shared),
+            wire,
+            admission,
+            peer,
+            shutdown.clone(),
+        ));
+        async move {
+            let _guard = guard;
+            // The connection closes itself by the shutdown deadline; past it plus a grace (a
+            // handler that never returns), it is dropped: its guard still unregisters it.
+            let deadline = async {
+                let deadline = shutdown
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|d| *d)
+                    .unwrap_or_else(Instant::now);
+                sleep_until(deadline + ABORT_GRACE).await;
+            };
+            tokio::select! {
+                () = connection.as_mut() => {}
+                () = deadline => tracing::warn!("connection still running past the shutdown deadline: dropped"),
+            }
+        }
+    }
+
+    /// Begins a graceful shutdown (later calls do nothing): every connection gets what is
+    /// already queued for it, then close 1001, and ends when the client completes the close
+    /// or at the deadline ([`shutdown_timeout`](ServerConfig::shutdown_timeout)), whichever
+    /// comes first. A connection still running half a second past the deadline (a handler
+    /// that never returns) is dropped: unregistered, without its `on_disconnect`.
+    pub fn shutdown(&self) {
+        let deadline = Instant::now() + self.shared.config.shutdown_timeout;
+        self.shared.shutdown.send_if_modified(|state| {
+            if state.is_none() {
+                *state = Some(deadline);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has been called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutdown.borrow().is_some()
+    }
+
+    /// Resolves once [`shutdown`](Self::shutdown) has been called and every connection has
+    /// ended (each unregistered and its `on_disconnect` run, or dropped past the deadline).
+    pub async fn stopped(&self) {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        // `Err` cannot happen: `self` holds the sender.
+        let _ = shutdown.wait_for(Option::is_some).await;
+        self.idle().await;
+    }
+
+    /// Resolves when no connection is being served (at once if none is).
+    pub async fn idle(&self) {
+        let mut open = self.shared.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+
+    /// Connections being served now.
+    pub fn connections(&self) -> usize {
+        *self.shared.open.borrow()
+    }
+
+    /// The hub the connections are registered in.
+    pub fn hub(&self) -> &StreamHub {
+        &self.shared.hub
+    }
+
+    /// The configuration every connection runs under.
+    pub fn config(&self) -> &ServerConfig {
+        &self.shared.config
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<ServiceShared> {
+        &self.shared
+    }
+
+    /// Counts one more connection in [`connections`](Self::connections) unless `limit` are
+    /// already counted (check and count are one step): a transport holds it from admitting
+    /// an upgrade until [`serve_upgraded`](Self::serve_upgraded) has made the connection's
+    /// future, so that the limit and [`stopped`](Self::stopped) see the connection
+    /// meanwhile.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn reserve(&self, limit: usize) -> Option<ConnectionGuard> {
+        let mut reserved = false;
+        self.shared.open.send_if_modified(|n| {
+            reserved = *n < limit;
+            if reserved {
+                *n += 1;
+            }
+            reserved
+        });
+        reserved.then(|| ConnectionGuard {
+            shared: Arc::clone(&self.shared),
+        })
+    }
+}
+
+impl std::fmt::Debug for StreamService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamService")
+            .field("connections", &self.connections())
+            .field("shutting_down", &self.is_shutting_down())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a connection in `open` from creation to drop.
+pub(crate) struct ConnectionGuard {
+    shared: Arc<ServiceShared>,
+}
+
+impl ConnectionGuard {
+    fn new(shared: Arc<ServiceShared>) -> Self {
+        shared.open.send_modify(|n| *n += 1);
+        Self { shared }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.shared.open.send_modify(|n| *n -= 1);
+    }
+}
