@@ -32,16 +32,19 @@
 //! ```text
 //! {"type":"message","room":R,"from":SOCKET_ID,"text":T,"epoch":E,"offset":O}
 //!                                                         to every member of R, sender included
-//!                                                         (epoch/offset: the message's position
-//!                                                         in R's history; absent without history)
+//!                                                         (epoch/offset, on every room frame:
+//!                                                         its position in R's history; absent
+//!                                                         without history)
 //! {"type":"recovery","room":R,"recovered":B,"replayed":N,"epoch":E,"offset":O}
 //!                                                         to the joiner of a join with "since",
 //!                                                         after the N replayed frames; B false:
 //!                                                         position not covered, nothing replayed
 //!                                                         (reload state); E/O: the last position
 //!                                                         replayed (continue from there)
-//! {"type":"joined","room":R,"socket":SOCKET_ID}           to R, after the join (joiner included)
-//! {"type":"left","room":R,"socket":SOCKET_ID}             to R, before the leave (leaver included);
+//! {"type":"joined","room":R,"socket":SOCKET_ID,"epoch":E,"offset":O}
+//!                                                         to R, after the join (joiner included)
+//! {"type":"left","room":R,"socket":SOCKET_ID,"epoch":E,"offset":O}
+//!                                                         to R, before the leave (leaver included);
 //!                                                         on disconnect, to each room it was in
 //! {"type":"error","error":"..."}                          to the offending client only
 //! {"type":"online","users":[U...],"connections":N}        to the asking client only: online
@@ -73,10 +76,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 enum Action {
-    Join {
-        room: String,
-        since: Option<Since>,
-    },
+    Join { room: String, since: Option<Since> },
     Leave { room: String },
     Message { room: String, text: String },
     Online,
@@ -89,6 +89,30 @@ struct Since {
     offset: u64,
 }
 
+/// A room frame's position in the room's history (`"epoch"` and `"offset"` fields; absent in
+/// a room without history).
+#[derive(Serialize, Clone, Copy)]
+pub struct At {
+    epoch: u64,
+    offset: u64,
+}
+
+impl At {
+    fn of(pos: StreamPosition) -> Option<Self> {
+        (pos.epoch != 0).then_some(Self {
+            epoch: pos.epoch,
+            offset: pos.offset,
+        })
+    }
+}
+
+/// Publishes the frame `event` makes from its position to every member of `room`.
+async fn publish<'a>(hub: &StreamHub, room: &str, event: impl FnOnce(Option<At>) -> ChatEvent<'a>) {
+    hub.publish_to_room(room, None, |pos| event(At::of(pos)).to_message())
+        .await
+        .ok();
+}
+
 /// What the server sends.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -97,10 +121,8 @@ pub enum ChatEvent<'a> {
         room: &'a str,
         from: &'a str,
         text: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        epoch: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        offset: Option<u64>,
+        #[serde(flatten)]
+        at: Option<At>,
     },
     Recovery {
         room: &'a str,
@@ -112,10 +134,14 @@ pub enum ChatEvent<'a> {
     Joined {
         room: &'a str,
         socket: &'a str,
+        #[serde(flatten)]
+        at: Option<At>,
     },
     Left {
         room: &'a str,
         socket: &'a str,
+        #[serde(flatten)]
+        at: Option<At>,
     },
     Error {
         error: &'a str,
@@ -179,22 +205,24 @@ impl ChatHandler {
                 .map_err(|e| format!("cannot join: {e}"))?;
                 if joined_now {
                     self.remember(me, &room, true);
-                    let event = ChatEvent::Joined {
+                    publish(hub, &room, |at| ChatEvent::Joined {
                         room: &room,
                         socket: me,
-                    };
-                    hub.broadcast_to_room(&room, event.to_message()).await.ok();
+                        at,
+                    })
+                    .await;
                 }
             }
             Action::Leave { room } => {
                 if !hub.is_in_room(me, &room).await {
                     return Err(format!("not in room {room:?}"));
                 }
-                let event = ChatEvent::Left {
+                publish(hub, &room, |at| ChatEvent::Left {
                     room: &room,
                     socket: me,
-                };
-                hub.broadcast_to_room(&room, event.to_message()).await.ok();
+                    at,
+                })
+                .await;
                 hub.leave_room(me, &room)
                     .await
                     .map_err(|e| format!("cannot leave: {e}"))?;
@@ -205,19 +233,13 @@ impl ChatHandler {
                     return Err(format!("not in room {room:?}: join it first"));
                 }
                 // The frame is built once its position is assigned, so it can carry it.
-                hub.publish_to_room(&room, None, |pos| {
-                    let has_history = pos.epoch != 0;
-                    ChatEvent::Message {
-                        room: &room,
-                        from: me,
-                        text: &text,
-                        epoch: has_history.then_some(pos.epoch),
-                        offset: has_history.then_some(pos.offset),
-                    }
-                    .to_message()
+                publish(hub, &room, |at| ChatEvent::Message {
+                    room: &room,
+                    from: me,
+                    text: &text,
+                    at,
                 })
-                .await
-                .ok();
+                .await;
             }
             Action::Online => {
                 let mut users = hub.online_users().await;
@@ -271,11 +293,12 @@ impl StreamHandler for ChatHandler {
             rooms.remove(socket_id).unwrap_or_default()
         };
         for room in rooms {
-            let event = ChatEvent::Left {
+            publish(hub, &room, |at| ChatEvent::Left {
                 room: &room,
                 socket: socket_id,
-            };
-            hub.broadcast_to_room(&room, event.to_message()).await.ok();
+                at,
+            })
+            .await;
         }
     }
 }

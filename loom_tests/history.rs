@@ -68,7 +68,10 @@ fn seam(publishers: usize, per_publisher: usize) {
         assert!(recovery.joined);
         let got_b = offsets(&mut rx_b);
         let want_b: Vec<u64> = (2..=last).collect();
-        assert_eq!(got_b, want_b, "joiner: gap or duplicate at the seam ({recovery:?})");
+        assert_eq!(
+            got_b, want_b,
+            "joiner: gap or duplicate at the seam ({recovery:?})"
+        );
         assert_eq!(recovery.replayed, recovery.position.offset - 1);
         let got_a = offsets(&mut rx_a);
         assert_eq!(got_a, (1..=last).collect::<Vec<_>>(), "member: order");

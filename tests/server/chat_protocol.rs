@@ -94,6 +94,7 @@ async fn messages_reach_every_member_with_the_text_verbatim() {
         room: "r",
         from: &a.id,
         text: tricky,
+        at: None,
     })
     .unwrap();
     assert_eq!(a.recv_raw().await, expected);

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod chat_history;
 mod chat_protocol;
 mod echo_example;
 mod server_faults;
