@@ -188,7 +188,11 @@ async fn rejoin_with_since_gets_the_missed_100_in_order_then_live_while_another_
 /// when it is not recovered) and checks that the live stream follows it.
 async fn rejoin_not_recovered(addr: SocketAddr, since: Value) -> Value {
     let mut ws = ws_connect(addr, "/").await;
-    send(&mut ws, json!({"action": "join", "room": "r", "since": since})).await;
+    send(
+        &mut ws,
+        json!({"action": "join", "room": "r", "since": since}),
+    )
+    .await;
     let answer = recv(&mut ws).await;
     assert_eq!(answer["type"], "recovery", "{answer}");
     assert_eq!(answer["recovered"], false, "{answer}");
