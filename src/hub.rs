@@ -400,10 +400,12 @@ impl StreamHub {
 
     /// The live room of this name, created (or put in place of a dead one) if needed.
     fn live_room(&self, room: &str) -> Arc<RoomCell> {
+        // Outside the rooms shard lock: the logs index has its own.
+        let log = self.log_for(room);
         self.inner.rooms.update(room, |map| match map.get(room) {
             Some(cell) if !cell.is_dead() => (Arc::clone(cell), None),
             _ => {
-                let cell = Arc::new(RoomCell::new(StrArc::from(room)));
+                let cell = Arc::new(RoomCell::new(StrArc::from(room), log));
                 let mut next = map.clone();
                 next.insert(StrArc::clone(&cell.name), Arc::clone(&cell));
                 (cell, Some(next))
@@ -579,8 +581,13 @@ impl StreamHub {
         except: Option<&str>,
     ) -> Result<BroadcastReport, StreamError> {
         self.check_room_name(room)?;
-        if let Some(log) = self.log_for(room) {
-            return Ok(self.publish_logged(&log, room, except, |_| msg.clone()).1);
+        if self.inner.config.history.is_enabled() {
+            if let Some(logged) = self.logged_room(room) {
+                let (log, cell) = logged;
+                let (_, report) =
+                    self.publish_logged(&log, cell.as_ref(), room, except, |_| msg.clone());
+                return Ok(report);
+            }
         }
         let (report, except_local) = self.deliver_room(room, msg, except);
         if let Some(link) = self.link() {
@@ -633,9 +640,10 @@ impl StreamHub {
         build: impl FnOnce(StreamPosition) -> SocketMessage,
     ) -> Result<Published, StreamError> {
         self.check_room_name(room)?;
-        match self.log_for(room) {
-            Some(log) => {
-                let (position, report) = self.publish_logged(&log, room, except, build);
+        match self.logged_room(room) {
+            Some((log, cell)) => {
+                let (position, report) =
+                    self.publish_logged(&log, cell.as_ref(), room, except, build);
                 Ok(Published {
                     position: Some(position),
                     report,
@@ -657,6 +665,7 @@ impl StreamHub {
     fn publish_logged(
         &self,
         log: &RoomLog,
+        cell: Option<&Arc<RoomCell>>,
         room: &str,
         except: Option<&str>,
         build: impl FnOnce(StreamPosition) -> SocketMessage,
@@ -674,13 +683,32 @@ impl StreamHub {
                 msg
             },
             except_entry,
-            &|msg, except| self.deliver_snapshot(room, msg, except),
+            &|msg, except| {
+                // The cell found at publish time is current unless it emptied meanwhile (a
+                // cell is replaced only once dead, i.e. empty): then look the room up again.
+                if let Some(cell) = cell {
+                    let members = cell.load();
+                    if members.len() > 0 {
+                        return members.broadcast(msg, except);
+                    }
+                }
+                self.deliver_snapshot(room, msg, except)
+            },
         );
         if let (Some(link), Some(msg)) = (link, for_link) {
             let except = except.map(|id| Except::new(id, except_local));
             link.room_broadcast(room, &msg, except);
         }
         (position, report)
+    }
+
+    /// The log of a room with history and its current cell (if it has members), with one
+    /// index lookup when the room exists; `None` if the room keeps no history.
+    fn logged_room(&self, room: &str) -> Option<(Arc<RoomLog>, Option<Arc<RoomCell>>)> {
+        match self.inner.rooms.get(room) {
+            Some(cell) => cell.log.clone().map(|log| (log, Some(cell))),
+            None => self.log_for(room).map(|log| (log, None)),
+        }
     }
 
     /// The room's history log, created on first use, if the room keeps a history. Creating
