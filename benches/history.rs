@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use nucleus_stream::{
-    HistoryConfig, HubConfig, QueueConfig, Receiver, StreamHub, StreamPosition, WebSocket,
-    channel,
+    HistoryConfig, HubConfig, QueueConfig, Receiver, StreamHub, StreamPosition, WebSocket, channel,
 };
 use support::{batch, drain_hub, hub_join, message, now, timed_batches};
 
