@@ -22,7 +22,6 @@ use nucleus_stream::cluster::{ClusterConfig, RedisCluster};
 use nucleus_stream::{QueueConfig, SocketMessage, StreamHub, WebSocket, channel};
 use redis_server::RedisServer;
 
-const MEMBERS: usize = 1_000;
 const RATE: u64 = 1_000;
 
 struct Round {
@@ -131,19 +130,25 @@ fn nucleus_stream_now<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
-async fn round(redis: &RedisServer, split: bool, broadcasts: u64, tag: usize) -> Round {
+/// `mode`: 0 one node (no cluster), 1 two nodes with the cluster tasks on their own threads
+/// (the default), 2 two nodes with the cluster tasks on the application's runtime.
+async fn round(redis: &RedisServer, room: usize, mode: usize, broadcasts: u64, tag: &str) -> Round {
+    let split = mode > 0;
+    let own = mode == 1;
     let base = Instant::now();
     let a = StreamHub::new();
     let b = StreamHub::new();
     // The 1-node baseline is the default hub: no cluster attached.
     let clusters = split.then(|| {
-        let ca = RedisCluster::start(&a, config(&redis.url(), &format!("a{tag}"))).expect("a");
-        let cb = RedisCluster::start(&b, config(&redis.url(), &format!("b{tag}"))).expect("b");
+        let ca = RedisCluster::start(&a, config(&redis.url(), &format!("a{tag}")).own_thread(own))
+            .expect("a");
+        let cb = RedisCluster::start(&b, config(&redis.url(), &format!("b{tag}")).own_thread(own))
+            .expect("b");
         (ca, cb)
     });
-    let local_n = if split { MEMBERS / 2 } else { MEMBERS };
+    let local_n = if split { room / 2 } else { room };
     let la = members(&a, local_n, base);
-    let lb = members(&b, MEMBERS - local_n, base);
+    let lb = members(&b, room - local_n, base);
     if let Some((ca, cb)) = &clusters {
         assert!(
             ca.synced(Duration::from_secs(10)).await && cb.synced(Duration::from_secs(10)).await
@@ -151,7 +156,7 @@ async fn round(redis: &RedisServer, split: bool, broadcasts: u64, tag: usize) ->
     }
     if split {
         // Wait until b's subscription carries a's traffic.
-        while a.cluster_room_size("room").await < MEMBERS {
+        while a.cluster_room_size("room").await < room {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -188,7 +193,7 @@ async fn round(redis: &RedisServer, split: bool, broadcasts: u64, tag: usize) ->
         .expect("end");
     let mut r = Round {
         broadcasts,
-        expected: broadcasts * MEMBERS as u64,
+        expected: broadcasts * room as u64,
         delivered: 0,
         secs: 0.0,
         local: Vec::new(),
@@ -285,14 +290,28 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--test");
     let (rounds, broadcasts) = if quick { (1, 200) } else { (3, 5_000) };
     let redis = RedisServer::start();
+    table(&redis, 1_000, &[0, 1, 2], rounds, broadcasts).await;
+    println!();
+    table(&redis, 10, &[0, 1], rounds, broadcasts).await;
+    reach_table(&redis, quick).await;
+}
+
+async fn table(redis: &RedisServer, room: usize, modes: &[usize], rounds: usize, broadcasts: u64) {
     let ticks_per_sec = 100.0; // USER_HZ on Linux
-    let mut rows: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
+    let mut rows: [Vec<Round>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let half = room / 2;
+    let all_names = [
+        "1 node".to_string(),
+        format!("2 nodes ({half} + {half})"),
+        format!("2 nodes ({half} + {half}), cluster tasks on the app's runtime"),
+    ];
+    let names: Vec<String> = modes.iter().map(|&m| all_names[m].clone()).collect();
     for i in 0..rounds {
-        for (k, split) in [false, true].into_iter().enumerate() {
-            let r = round(&redis, split, broadcasts, i * 2 + k).await;
+        for (k, &mode) in modes.iter().enumerate() {
+            let r = round(redis, room, mode, broadcasts, &format!("{room}-{i}-{k}")).await;
             eprintln!(
                 "round {i} {}: {}/{} delivered, {:.0}/s",
-                if split { "split" } else { "single" },
+                names[k],
                 r.delivered,
                 r.expected,
                 r.delivered as f64 / r.secs
@@ -301,12 +320,12 @@ async fn main() {
         }
     }
     println!(
-        "| run ({MEMBERS} members, {RATE} broadcasts/s, {broadcasts} per round, median of {rounds}) | lost | deliveries/s | p50 ms | p99 ms | remote p50 ms | remote p99 ms | PUBLISH per broadcast | Redis CPU µs per broadcast | run-queue wait µs per broadcast (bench / Redis) |"
+        "| run ({room} members, {RATE} broadcasts/s, {broadcasts} per round, median of {rounds}) | lost | deliveries/s | p50 ms | p99 ms | remote p50 ms | remote p99 ms | PUBLISH per broadcast | Redis CPU µs per broadcast | run-queue wait µs per broadcast (bench / Redis) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let mut p99 = [0.0; 2];
-    let mut remote_p99 = f64::NAN;
-    for (k, name) in ["1 node", "2 nodes (500 + 500)"].into_iter().enumerate() {
+    let mut p99 = [0.0; 3];
+    let mut remote_p99 = [f64::NAN; 3];
+    for (k, name) in names.iter().enumerate() {
         let rs = &mut rows[k];
         let lost: u64 = rs
             .iter()
@@ -353,9 +372,7 @@ async fn main() {
             )
         );
         p99[k] = median(all_p99.clone());
-        if k == 1 {
-            remote_p99 = median(rem_p99.clone());
-        }
+        remote_p99[k] = median(rem_p99.clone());
         let fmt = |v: Vec<f64>| {
             let m = median(v);
             if m.is_nan() {
@@ -375,10 +392,19 @@ async fn main() {
     println!();
     println!(
         "p99 of the remote members minus the 1-node p99: {:.3} ms (target ≤ 2 ms); all members: {:.3} ms",
-        remote_p99 - p99[0],
+        remote_p99[1] - p99[0],
         p99[1] - p99[0]
     );
-    let (got, publishes, data) = reach(&redis, if quick { 100 } else { 1_000 }).await;
+    if modes.len() > 2 {
+        println!(
+            "with the cluster tasks on the app's runtime: remote p99 minus 1-node p99: {:.3} ms",
+            remote_p99[2] - p99[0]
+        );
+    }
+}
+
+async fn reach_table(redis: &RedisServer, quick: bool) {
+    let (got, publishes, data) = reach(redis, if quick { 100 } else { 1_000 }).await;
     println!();
     let n = if quick { 100 } else { 1_000 };
     println!("| {n} broadcasts from r0; 4 nodes, members on r0 and r1 | r0 | r1 | r2 | r3 |");

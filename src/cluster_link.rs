@@ -8,7 +8,7 @@
 //! targets may live elsewhere. It also asks the link about the other nodes' presence, so that
 //! presence queries answer for the whole cluster.
 //!
-//! The `redis` feature's [`cluster`](crate::cluster) module implements it over Redis pub/sub;
+//! The `redis` feature's `cluster` module implements it over Redis pub/sub;
 //! another broker could implement it the same way. Every method must return promptly (hand
 //! work to a background task; never block on the network): the hub calls them on its message
 //! paths.

@@ -73,8 +73,10 @@ impl Sequences {
 
 fn channel_of(shared: &Shared, item: &Outbound) -> String {
     match item.kind {
-        Kind::Room => shared.room_channel(&item.target),
-        Kind::Direct | Kind::User => shared.node_channel(item.node.as_deref().unwrap_or("")),
+        Kind::Room | Kind::Query => shared.room_channel(&item.target),
+        Kind::Direct | Kind::User | Kind::Reply => {
+            shared.node_channel(item.node.as_deref().unwrap_or(""))
+        }
         Kind::Probe => shared.node_channel(&shared.node),
         Kind::All => shared.all_channel(),
         Kind::Presence => shared.presence_channel(),
@@ -86,10 +88,20 @@ fn is_data(kind: Kind) -> bool {
 }
 
 /// Counts items that could not be published: data items as failed publishes; presence and
-/// probes are re-sent after reconnecting, so they are only dropped.
+/// probes are re-sent after reconnecting, so they are only dropped. A discarded data item
+/// still takes its sequence number, so receivers see the loss as a gap too.
 fn fail(shared: &Shared, items: &[Outbound]) {
     let data = items.iter().filter(|i| is_data(i.kind)).count() as u64;
     Counters::bump(&shared.counters.publish_failed, data);
+}
+
+/// Discards items while Redis is unreachable (see [`fail`]), consuming their sequence
+/// numbers.
+fn discard(shared: &Shared, seqs: &mut Sequences, item: Outbound) {
+    if is_data(item.kind) {
+        seqs.next(&channel_of(shared, &item));
+    }
+    fail(shared, &[item]);
 }
 
 /// The publisher task.
@@ -118,11 +130,11 @@ pub(crate) async fn publisher(
                     tokio::select! {
                         _ = &mut sleep => break,
                         item = data.recv() => match item {
-                            Some(item) => fail(&shared, &[item]),
+                            Some(item) => discard(&shared, &mut seqs, item),
                             None => return,
                         },
                         item = control.recv() => match item {
-                            Some(item) => fail(&shared, &[item]),
+                            Some(item) => discard(&shared, &mut seqs, item),
                             None => return,
                         },
                     }
@@ -251,13 +263,79 @@ impl Received {
         }
     }
 
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.last.retain(|ch, _| keep(ch));
+    }
+
     fn forget_channel(&mut self, channel: &str) {
         self.last.remove(channel);
     }
 }
 
+/// A member query's payload: its id.
+pub(crate) fn query_item(room: &str, id: u64) -> Outbound {
+    Outbound {
+        kind: Kind::Query,
+        target: room.into(),
+        node: None,
+        except: None,
+        flags: envelope::FLAG_BINARY,
+        payload: bytes::Bytes::copy_from_slice(&id.to_be_bytes()),
+        probe: 0,
+    }
+}
+
+/// A reply's payload: `u64 id, u32 n, n × (u16 len, socket id)`.
+fn reply_item(to: &str, room: &str, id: u64, members: &[String]) -> Outbound {
+    let mut b = bytes::BytesMut::new();
+    b.extend_from_slice(&id.to_be_bytes());
+    let members: Vec<&String> = members
+        .iter()
+        .filter(|m| m.len() <= u16::MAX as usize)
+        .collect();
+    b.extend_from_slice(&(members.len() as u32).to_be_bytes());
+    for m in members {
+        b.extend_from_slice(&(m.len() as u16).to_be_bytes());
+        b.extend_from_slice(m.as_bytes());
+    }
+    Outbound {
+        kind: Kind::Reply,
+        target: room.into(),
+        node: Some(to.into()),
+        except: None,
+        flags: envelope::FLAG_BINARY,
+        payload: b.freeze(),
+        probe: 0,
+    }
+}
+
+fn decode_reply(payload: &[u8]) -> Result<(u64, Vec<String>), DecodeError> {
+    let mut r = envelope::Reader::new(payload);
+    let id = r.u64()?;
+    let n = r.u32()? as usize;
+    if n > payload.len() / 2 {
+        return Err(DecodeError::Malformed);
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.u16()? as usize;
+        out.push(r.str(len)?.to_string());
+    }
+    if !r.is_empty() {
+        return Err(DecodeError::Malformed);
+    }
+    Ok((id, out))
+}
+
 /// Handles one message from a subscribed channel.
-fn handle(shared: &Shared, hub: &StreamHub, received: &mut Received, channel: &str, bytes: &[u8]) {
+fn handle(
+    shared: &Shared,
+    hub: &StreamHub,
+    control: &mpsc::UnboundedSender<Outbound>,
+    received: &mut Received,
+    channel: &str,
+    bytes: &[u8],
+) {
     let bad = || Counters::bump(&shared.counters.bad_messages, 1);
     let env = match envelope::decode(bytes) {
         Ok(env) => env,
@@ -287,6 +365,33 @@ fn handle(shared: &Shared, hub: &StreamHub, received: &mut Received, channel: &s
             // Answer with a full state only (never a hello: that would echo forever).
             if hello || new {
                 shared.announce.notify_one();
+            }
+        }
+        Kind::Query | Kind::Reply => {
+            if own {
+                return;
+            }
+            if env.kind == Kind::Query && channel != shared.room_channel(env.target) {
+                return bad();
+            }
+            let missed = received.check(channel, env.origin, env.seq);
+            if missed > 0 {
+                Counters::bump(&shared.counters.gaps, missed);
+            }
+            if env.kind == Kind::Query {
+                let Ok(id) = <[u8; 8]>::try_from(env.payload) else {
+                    return bad();
+                };
+                let members = hub.local_member_ids(env.target);
+                let reply = reply_item(env.origin, env.target, u64::from_be_bytes(id), &members);
+                let _ = control.send(reply);
+            } else {
+                let Ok((id, members)) = decode_reply(env.payload) else {
+                    return bad();
+                };
+                if let Some(tx) = lock(&shared.queries).get(&id) {
+                    let _ = tx.send((env.origin.to_string(), members));
+                }
             }
         }
         Kind::Room | Kind::Direct | Kind::User | Kind::All => {
@@ -324,7 +429,12 @@ fn handle(shared: &Shared, hub: &StreamHub, received: &mut Received, channel: &s
 }
 
 /// The subscriber task.
-pub(crate) async fn subscriber(client: Client, shared: StrArc<Shared>, hub: StreamHub) {
+pub(crate) async fn subscriber(
+    client: Client,
+    shared: StrArc<Shared>,
+    hub: StreamHub,
+    control: mpsc::UnboundedSender<Outbound>,
+) {
     let mut backoff = shared.config.reconnect_min;
     let base = [
         shared.node_channel(&shared.node),
@@ -332,6 +442,9 @@ pub(crate) async fn subscriber(client: Client, shared: StrArc<Shared>, hub: Stre
         shared.all_channel(),
     ];
     let room_prefix = shared.room_channel("");
+    // Kept across reconnects: what was published while this node was not listening shows
+    // up as a gap when it listens again.
+    let mut received = Received::default();
     loop {
         Shared::set_flag(&shared.subscriber_up, false);
         // ORDERING: a statistic.
@@ -359,7 +472,6 @@ pub(crate) async fn subscriber(client: Client, shared: StrArc<Shared>, hub: Stre
         }
         backoff = shared.config.reconnect_min;
         Counters::bump(&shared.counters.subscriber_connects, 1);
-        let mut received = Received::default();
         let mut actual: HashSet<String> = HashSet::new();
         // Everything is to be (re)subscribed: start from the hub's current rooms.
         let mut full = true;
@@ -370,6 +482,7 @@ pub(crate) async fn subscriber(client: Client, shared: StrArc<Shared>, hub: Stre
             // ORDERING: read before taking the dirty set, so `applied` never claims changes
             // made after it (the dirty lock orders the set with the counter).
             let requested = shared.subs_requested.load(Ordering::Relaxed);
+            let was_full = full;
             let rooms: Vec<String> = if full {
                 lock(&shared.dirty).subscriptions.clear();
                 hub.local_rooms().into_iter().map(|(r, _)| r).collect()
@@ -410,6 +523,12 @@ pub(crate) async fn subscriber(client: Client, shared: StrArc<Shared>, hub: Stre
                     received.forget_channel(channel);
                 }
             }
+            if was_full {
+                // Rooms left while disconnected are no longer listened to.
+                received.retain(|ch| {
+                    !ch.starts_with(&room_prefix) || { actual.contains(&ch[room_prefix.len()..]) }
+                });
+            }
             // ORDERING: statistics / progress markers read by `RedisCluster`.
             shared
                 .subscribed_rooms
@@ -424,7 +543,7 @@ pub(crate) async fn subscriber(client: Client, shared: StrArc<Shared>, hub: Stre
                             if channel.starts_with(&room_prefix)
                                 || base.iter().any(|b| b == channel)
                             {
-                                handle(&shared, &hub, &mut received, channel, msg.get_payload_bytes());
+                                handle(&shared, &hub, &control, &mut received, channel, msg.get_payload_bytes());
                             }
                         }
                         None => {

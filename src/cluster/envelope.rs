@@ -4,7 +4,8 @@
 //! offset size  field
 //!  0     2     magic "NS"
 //!  2     1     version (1)
-//!  3     1     kind: 1 room, 2 direct, 3 user, 4 all, 5 presence, 6 probe
+//!  3     1     kind: 1 room, 2 direct, 3 user, 4 all, 5 presence, 6 probe,
+//!              7 member query (on a room's channel), 8 its reply (on the asker's channel)
 //!  4     1     flags: bit0 binary payload, bit1 excluded socket is local to the origin,
 //!              bit2 epoch/offset valid (history, issue 13)
 //!  5     8     seq: per (origin node, channel), from 1, big-endian
@@ -43,6 +44,8 @@ pub(crate) enum Kind {
     All = 4,
     Presence = 5,
     Probe = 6,
+    Query = 7,
+    Reply = 8,
 }
 
 impl Kind {
@@ -54,6 +57,8 @@ impl Kind {
             4 => Self::All,
             5 => Self::Presence,
             6 => Self::Probe,
+            7 => Self::Query,
+            8 => Self::Reply,
             _ => return None,
         })
     }

@@ -2,7 +2,7 @@
 //! [`ClusterLink`] by queueing work for the background tasks and reading the presence
 //! replica. Nothing here waits on Redis.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc as StrArc;
 use std::time::Instant;
 
@@ -33,6 +33,9 @@ pub(crate) struct Outbound {
     /// The probe nonce, for probes; [`GOODBYE`] marks the goodbye.
     pub(crate) probe: u64,
 }
+
+/// Where the replies to one member query go: (answering node, its members).
+pub(crate) type ReplySender = mpsc::UnboundedSender<(String, Vec<String>)>;
 
 /// The `probe` value that marks a goodbye announcement.
 pub(crate) const GOODBYE: u64 = u64::MAX;
@@ -108,6 +111,10 @@ pub(crate) struct Shared {
     pub(crate) probe_published: AtomicU64,
     /// The last probe nonce of ours the subscriber saw come back.
     pub(crate) probe_seen: AtomicU64,
+    /// Member queries waiting for replies: request id → where replies go.
+    pub(crate) queries: Mutex<HashMap<u64, ReplySender>>,
+    /// The last member-query id handed out (only uniqueness matters).
+    pub(crate) next_query: AtomicU64,
     /// 1 once the goodbye reached Redis.
     pub(crate) goodbye_sent: AtomicU64,
     /// 1 once the node is shut down: hooks do nothing, queries see no other node.
@@ -134,6 +141,8 @@ impl Shared {
             subscriber_up: AtomicU64::new(0),
             probe_published: AtomicU64::new(0),
             probe_seen: AtomicU64::new(0),
+            queries: Mutex::new(HashMap::new()),
+            next_query: AtomicU64::new(0),
             goodbye_sent: AtomicU64::new(0),
             detached: AtomicU64::new(0),
         }

@@ -232,6 +232,15 @@ impl Replica {
         out.into_iter().map(|(r, c)| (r.to_string(), c)).collect()
     }
 
+    /// Nodes with members in `room`.
+    pub(crate) fn nodes_of_room(&self, room: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.rooms.contains_key(room))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     pub(crate) fn room_size(&self, room: &str) -> usize {
         self.nodes
             .values()

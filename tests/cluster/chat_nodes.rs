@@ -25,12 +25,20 @@ fn chat_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = profile_dir.join("examples").join("chat");
-    assert!(
-        bin.is_file(),
-        "{} missing: build it with `cargo build --features redis --example chat` \
-         (`cargo test --all-features` does)",
-        bin.display()
-    );
+    let rebuild = "build it with `cargo build --features redis --example chat` \
+                   (`cargo test --all-features` does)";
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} missing: {rebuild}", bin.display()));
+    // Running an example older than its source would test stale code.
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chat.rs");
+    if let Ok(src) = std::fs::metadata(source).and_then(|m| m.modified()) {
+        assert!(
+            built >= src,
+            "{} is older than examples/chat.rs: {rebuild}",
+            bin.display()
+        );
+    }
     bin
 }
 
@@ -138,6 +146,11 @@ async fn two_chat_processes_share_rooms_and_presence_and_forget_a_killed_node() 
     let mut redis = RedisServer::start();
     let a = ChatNode::start(&redis.url());
     let mut b = ChatNode::start(&redis.url());
+    // The demo auth hook refuses a user name outside its alphabet with 400.
+    match tokio_tungstenite::connect_async(format!("ws://{}/?user=a%20b", a.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 400),
+        other => panic!("expected 400, got {:?}", other.map(|_| ())),
+    }
     let mut alice = connect(a.addr, "alice").await;
     let mut bob = connect(b.addr, "bob").await;
 

@@ -316,6 +316,12 @@ async fn a_redis_restart_fails_fast_then_the_cluster_heals() {
     a.synced().await;
     b.synced().await;
     eventually("a sees bob", async || a.hub.is_user_online("bob").await).await;
+    a.hub
+        .broadcast_to_room("r", SocketMessage::text("before"))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut a_rx).await, "before");
+    assert_eq!(recv_text(&mut b_rx).await, "before");
 
     redis.kill();
     eventually("a notices", async || !a.cluster().is_connected()).await;
@@ -369,6 +375,12 @@ async fn a_redis_restart_fails_fast_then_the_cluster_heals() {
     }
     assert!(a.cluster().stats().publisher_connects >= 2);
     assert!(b.cluster().stats().subscriber_connects >= 2);
+    // The ten sent while Redis was down are known to b as lost (sequence gaps).
+    assert!(
+        b.cluster().stats().gaps >= 10,
+        "gaps: {}",
+        b.cluster().stats().gaps
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,4 +539,106 @@ async fn an_idle_cluster_publishes_only_heartbeats_and_probes() {
         start.elapsed()
     );
     drop((a, b, c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_never_blocks_a_broadcast_and_the_backlog_stays_bounded() {
+    let redis = RedisServer::start();
+    let proxy = freeze_proxy::FreezeProxy::start(redis.port).await;
+    let a = Node::start(&redis.url(), "a").await;
+    let hub = StreamHub::new();
+    let cluster = RedisCluster::start(&hub, config(&proxy.url(), "b").backlog(16)).expect("b");
+    assert!(cluster.ready(WAIT).await);
+    let b = Node {
+        hub,
+        cluster: Some(cluster),
+    };
+    let (_, mut a_rx) = a.member("r", None).await;
+    let (_, mut b_rx) = b.member("r", None).await;
+    a.synced().await;
+    b.synced().await;
+
+    // Redis stops answering b (no error, no close): b's publisher waits on its pipeline, the
+    // backlog fills, and every further remote copy is refused at once and counted.
+    proxy.freeze_all();
+    for i in 0..2_000 {
+        let report = b
+            .hub
+            .broadcast_to_room("r", SocketMessage::text(i.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(report.queued, 1);
+    }
+    for i in 0..2_000 {
+        assert_eq!(
+            recv_text(&mut b_rx).await,
+            i.to_string(),
+            "local delivery unaffected"
+        );
+    }
+    let stats = b.cluster().stats();
+    assert!(
+        stats.backlog_full >= 2_000 - 16 - 512 - 1,
+        "refused: {}",
+        stats.backlog_full
+    );
+    // The stuck pipeline times out; the publisher reconnects (a new, unfrozen connection) and
+    // the probe rebuilds the frozen subscription.
+    eventually("b publishes again", async || {
+        b.hub
+            .broadcast_to_room("r", SocketMessage::text("again"))
+            .await
+            .unwrap();
+        let _ = b_rx.recv().await;
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), a_rx.recv()).await
+        {
+            if m.as_text() == Some("again") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let stats = b.cluster().stats();
+    assert!(
+        stats.publish_failed >= 1,
+        "the stuck pipeline counted as lost"
+    );
+    assert!(stats.publisher_connects >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_members_cluster_wide_asks_only_the_nodes_with_members() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url(), "a").await;
+    let b = Node::start(&redis.url(), "b").await;
+    let c = Node::start(&redis.url(), "c").await;
+    let (a1, _r1) = a.member("lobby", None).await;
+    let (b1, _r2) = b.member("lobby", None).await;
+    let (b2, _r3) = b.member("lobby", None).await;
+    let (_, _r4) = c.member("other", None).await;
+    for n in [&a, &b, &c] {
+        n.synced().await;
+    }
+    eventually("a knows b's members", async || {
+        a.hub.cluster_room_size("lobby").await == 3
+    })
+    .await;
+    let answer = a.cluster().room_members("lobby", WAIT).await;
+    let mut got = answer.members.clone();
+    got.sort();
+    let mut want = vec![a1.clone(), b1, b2];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(answer.unanswered.is_empty());
+    // The local form stays local.
+    assert_eq!(a.hub.get_room_members("lobby").await, [a1]);
+    // A room nobody else has: answered locally at once.
+    assert!(
+        a.cluster()
+            .room_members("nowhere", WAIT)
+            .await
+            .members
+            .is_empty()
+    );
 }

@@ -47,7 +47,9 @@ impl RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "nucleus-redis-{}-{port}-{}",
             std::process::id(),
-            Instant::now().elapsed().as_nanos()
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
         ));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let mut server = Self {
