@@ -3,9 +3,7 @@
 //! live stream, while another client publishes throughout; positions the history no longer
 //! covers are answered with "not recovered".
 
-#[allow(dead_code)]
-#[path = "../../examples/chat.rs"]
-mod chat;
+use crate::chat;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,9 +2,7 @@
 //! (sender included), announcements, and an error frame — to the offender only, with the
 //! connection left open — for every kind of bad input.
 
-#[allow(dead_code)]
-#[path = "../../examples/chat.rs"]
-mod chat;
+use crate::chat;
 
 use std::net::SocketAddr;
 

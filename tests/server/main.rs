@@ -5,6 +5,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// The chat example, compiled into this binary once for its tests.
+#[allow(dead_code)]
+#[path = "../../examples/chat.rs"]
+mod chat;
+
 mod chat_history;
 mod chat_protocol;
 mod echo_example;
