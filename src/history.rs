@@ -10,7 +10,7 @@
 //!
 //! # The protocol (why publishers never wait and the seam is exact)
 //!
-//! The log is a ring of slots, each an arc-swap cell holding one stored message.
+//! The log is a ring of slots, each an offset word and a pointer to one stored message.
 //!
 //! - **Publish** (lock-free): `offset = assigned.fetch_add(1) + 1`; build the message from its
 //!   position; store it in slot `offset % capacity`; then `pending.fetch_add(1)`. The caller
@@ -48,9 +48,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::entry::SocketEntry;
-use crate::message::{SocketMessage, Utf8Bytes};
+use crate::message::SocketMessage;
 use crate::report::BroadcastReport;
-use crate::sync::{Arc, AtomicCell, AtomicU64, AtomicUsize, Ordering, spin_hint};
+use crate::sync::{Arc, AtomicPtr, AtomicU64, AtomicUsize, Ordering, spin_hint};
 
 /// Which rooms keep a history, and how much.
 ///
@@ -168,12 +168,37 @@ pub struct Recovery {
 
 /// One stored message.
 pub(crate) struct Stored {
-    /// The message's offset; 0 in the empty sentinel.
-    offset: u64,
     at: Instant,
     msg: SocketMessage,
     /// The socket the broadcast excludes (held so its address is not reused meanwhile).
     except: Option<Arc<SocketEntry>>,
+}
+
+/// One slot of the ring.
+///
+/// Why a plain pointer is enough (no arc-swap, no reference count): a slot is overwritten
+/// only by the publisher of `offset + capacity`, which waits until that offset is within
+/// `headroom` of `delivered`, i.e. until `offset <= delivered - max_messages`. Every read is
+/// of an offset in `(delivered - max_messages, delivered + 1]`, made by the deliverer-role
+/// holder, during which `delivered` does not move. So a slot is never overwritten (and its
+/// message never freed) while it is read.
+struct Slot {
+    /// The offset of the message `stored` points to; 0 while empty. Invariant: stored (Release)
+    /// after `stored`, so a reader that sees its offset here sees its message there.
+    offset: AtomicU64,
+    /// Owns a `Box<Stored>` (null while empty); replaced by the slot's next publisher.
+    stored: AtomicPtr<Stored>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // ORDERING: `&mut self`: no other thread can touch the slot any more.
+        let raw = self.stored.swap(std::ptr::null_mut(), Ordering::Acquire);
+        if !raw.is_null() {
+            // SAFETY: `raw` came from `Box::into_raw` and was swapped out exactly once.
+            drop(unsafe { Box::from_raw(raw) });
+        }
+    }
 }
 
 /// A room's bounded log and its deliverer protocol (see the module docs).
@@ -187,7 +212,7 @@ pub(crate) struct RoomLog {
     /// Delivery requests not yet served, plus 1 while a joiner holds the role. Invariant:
     /// non-zero exactly while some thread holds the deliverer role.
     pending: AtomicUsize,
-    slots: Box<[AtomicCell<Stored>]>,
+    slots: Box<[Slot]>,
     mask: u64,
     /// How far `assigned` may run ahead of `delivered` (`capacity - max_messages`).
     headroom: u64,
@@ -216,19 +241,16 @@ impl RoomLog {
     pub(crate) fn with_epoch(config: &HistoryConfig, epoch: u64) -> Self {
         let max_messages = config.max_messages.max(1);
         let capacity = (2 * max_messages).next_power_of_two();
-        let empty = Arc::new(Stored {
-            offset: 0,
-            at: Instant::now(),
-            msg: SocketMessage::Text(Utf8Bytes::from_static("")),
-            except: None,
-        });
         Self {
             epoch,
             assigned: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
             slots: (0..capacity)
-                .map(|_| AtomicCell::new(Arc::clone(&empty)))
+                .map(|_| Slot {
+                    offset: AtomicU64::new(0),
+                    stored: AtomicPtr::new(std::ptr::null_mut()),
+                })
                 .collect(),
             mask: capacity as u64 - 1,
             headroom: (capacity - max_messages) as u64,
@@ -243,8 +265,27 @@ impl RoomLog {
         StreamPosition::new(self.epoch, self.delivered.load(Ordering::Acquire))
     }
 
-    fn slot(&self, offset: u64) -> &AtomicCell<Stored> {
+    fn slot(&self, offset: u64) -> &Slot {
         &self.slots[(offset & self.mask) as usize]
+    }
+
+    /// The stored message of `offset`, if its slot holds it.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the deliverer role and `offset` is in
+    /// `(delivered - max_messages, delivered + 1]` (see [`Slot`]): then the slot is not
+    /// overwritten while the returned reference lives (the caller drops it before the role).
+    unsafe fn read(&self, offset: u64) -> Option<&Stored> {
+        let slot = self.slot(offset);
+        // ORDERING: Acquire pairs with the publisher's Release store of the offset.
+        if slot.offset.load(Ordering::Acquire) != offset {
+            return None;
+        }
+        // ORDERING: ordered after the publisher's swap by the offset's Release/Acquire.
+        let raw = slot.stored.load(Ordering::Acquire);
+        // SAFETY: non-null once an offset is stored, and not freed meanwhile (contract).
+        unsafe { raw.as_ref() }
     }
 
     /// Appends the message `build` makes for its position and delivers it (or leaves it to
@@ -268,12 +309,22 @@ impl RoomLog {
         }
         let pos = StreamPosition::new(self.epoch, offset);
         let msg = build(pos);
-        self.slot(offset).store(Arc::new(Stored {
-            offset,
+        let slot = self.slot(offset);
+        let raw = Box::into_raw(Box::new(Stored {
             at: Instant::now(),
             msg,
             except,
         }));
+        // ORDERING: AcqRel: Acquire takes ownership of the previous message (stored by the
+        // publisher of `offset - capacity`); Release is carried on by the offset store.
+        let old = slot.stored.swap(raw, Ordering::AcqRel);
+        // ORDERING: Release publishes the message to the reader that sees this offset.
+        slot.offset.store(offset, Ordering::Release);
+        if !old.is_null() {
+            // SAFETY: `old` came from `Box::into_raw` and was swapped out exactly once; it
+            // holds offset `offset - capacity`, outside every reader's range (see `Slot`).
+            drop(unsafe { Box::from_raw(old) });
+        }
         let mut report = BroadcastReport::default();
         // ORDERING: AcqRel: Release publishes our slot to the deliverer that reads this count;
         // Acquire makes us see the slots of the requests we may serve.
@@ -296,10 +347,10 @@ impl RoomLog {
             let mut done = self.delivered.load(Ordering::Relaxed);
             loop {
                 let next = done + 1;
-                let stored = self.slot(next).load();
-                if stored.offset != next {
+                // SAFETY: we hold the role and `next == delivered + 1`.
+                let Some(stored) = (unsafe { self.read(next) }) else {
                     break; // not written yet: its publisher will request delivery
-                }
+                };
                 let except = stored.except.as_ref().map_or(std::ptr::null(), Arc::as_ptr);
                 report.add(deliver(&stored.msg, except));
                 done = next;
@@ -353,7 +404,11 @@ impl RoomLog {
                     false => (false, 0),
                     true => {
                         for offset in since.offset + 1..=top {
-                            replay(&self.slot(offset).load().msg);
+                            // SAFETY: we hold the role and `covered` checked the range is
+                            // within the window.
+                            if let Some(stored) = unsafe { self.read(offset) } {
+                                replay(&stored.msg);
+                            }
                         }
                         (true, top - since.offset)
                     }
@@ -385,11 +440,10 @@ impl RoomLog {
         if top - since.offset > self.max_messages {
             return false;
         }
-        let first = self.slot(since.offset + 1).load();
         // Slots in the window are never overwritten while `delivered` stays put (headroom),
         // so checking the first and last offsets proves the whole range.
-        first.offset == since.offset + 1
-            && first.at.elapsed() <= self.max_age
-            && self.slot(top).load().offset == top
+        // SAFETY: we hold the role; both offsets are within `max_messages` of `top`.
+        let (first, last) = unsafe { (self.read(since.offset + 1), self.read(top)) };
+        first.is_some_and(|first| first.at.elapsed() <= self.max_age) && last.is_some()
     }
 }
