@@ -21,6 +21,7 @@
 //!
 //! ```text
 //! {"action":"join","room":R}
+//! {"action":"join","room":R,"since":{"epoch":E,"offset":O}}   rejoin: replay what was missed
 //! {"action":"leave","room":R}
 //! {"action":"message","room":R,"text":T}
 //! {"action":"online"}
@@ -29,15 +30,32 @@
 //! Server → client (JSON text frames):
 //!
 //! ```text
-//! {"type":"message","room":R,"from":SOCKET_ID,"text":T}   to every member of R, sender included
-//! {"type":"joined","room":R,"socket":SOCKET_ID}           to R, after the join (joiner included)
-//! {"type":"left","room":R,"socket":SOCKET_ID}             to R, before the leave (leaver included);
+//! {"type":"message","room":R,"from":SOCKET_ID,"text":T,"epoch":E,"offset":O}
+//!                                                         to every member of R, sender included
+//!                                                         (epoch/offset, on every room frame:
+//!                                                         its position in R's history; absent
+//!                                                         without history)
+//! {"type":"recovery","room":R,"recovered":B,"replayed":N,"epoch":E,"offset":O}
+//!                                                         to the joiner of a join with "since",
+//!                                                         after the N replayed frames; B false:
+//!                                                         position not covered, nothing replayed
+//!                                                         (reload state); E/O: the last position
+//!                                                         replayed (continue from there)
+//! {"type":"joined","room":R,"socket":SOCKET_ID,"epoch":E,"offset":O}
+//!                                                         to R, after the join (joiner included)
+//! {"type":"left","room":R,"socket":SOCKET_ID,"epoch":E,"offset":O}
+//!                                                         to R, before the leave (leaver included);
 //!                                                         on disconnect, to each room it was in
 //! {"type":"error","error":"..."}                          to the offending client only
 //! {"type":"online","users":[U...],"connections":N}        to the asking client only: online
 //!                                                         users and connections, cluster-wide
 //!                                                         with --redis
 //! ```
+//!
+//! History: every room keeps its last 1,000 messages for 5 minutes (`--history N` sets the
+//! count, `--history 0` turns it off). A client remembers the `epoch` and `offset` of the last
+//! message it saw and rejoins with them as `since` after a reconnect: it receives exactly the
+//! frames it missed (messages and announcements), in order, then the live stream.
 //!
 //! Joining a room you are in does nothing. Leaving or messaging a room you are not in, bad
 //! JSON, an unknown action, a missing or mistyped field, and binary frames each get an error
@@ -48,17 +66,51 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use nucleus_stream::server::{Admission, Rejection, Server, ServerConfig, UpgradeRequest};
-use nucleus_stream::{SocketMessage, StreamHandler, StreamHub, WebSocket, async_trait};
+use nucleus_stream::{
+    HistoryConfig, HubConfig, SocketMessage, StreamHandler, StreamHub, StreamPosition, WebSocket,
+    async_trait,
+};
 use serde::{Deserialize, Serialize};
 
 /// What a client asks for.
 #[derive(Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 enum Action {
-    Join { room: String },
+    Join { room: String, since: Option<Since> },
     Leave { room: String },
     Message { room: String, text: String },
     Online,
+}
+
+/// A position in a room's history, as a client sends it back.
+#[derive(Deserialize, Clone, Copy)]
+struct Since {
+    epoch: u64,
+    offset: u64,
+}
+
+/// A room frame's position in the room's history (`"epoch"` and `"offset"` fields; absent in
+/// a room without history).
+#[derive(Serialize, Clone, Copy)]
+pub struct At {
+    epoch: u64,
+    offset: u64,
+}
+
+impl At {
+    fn of(pos: StreamPosition) -> Option<Self> {
+        (pos.epoch != 0).then_some(Self {
+            epoch: pos.epoch,
+            offset: pos.offset,
+        })
+    }
+}
+
+/// Publishes the frame `event` makes from its position to every member of `room`.
+async fn publish<'a>(hub: &StreamHub, room: &str, event: impl FnOnce(Option<At>) -> ChatEvent<'a>) {
+    hub.publish_to_room(room, None, |pos| event(At::of(pos)).to_message())
+        .await
+        .ok();
 }
 
 /// What the server sends.
@@ -69,14 +121,27 @@ pub enum ChatEvent<'a> {
         room: &'a str,
         from: &'a str,
         text: &'a str,
+        #[serde(flatten)]
+        at: Option<At>,
+    },
+    Recovery {
+        room: &'a str,
+        recovered: bool,
+        replayed: u64,
+        epoch: u64,
+        offset: u64,
     },
     Joined {
         room: &'a str,
         socket: &'a str,
+        #[serde(flatten)]
+        at: Option<At>,
     },
     Left {
         room: &'a str,
         socket: &'a str,
+        #[serde(flatten)]
+        at: Option<At>,
     },
     Error {
         error: &'a str,
@@ -115,29 +180,49 @@ impl ChatHandler {
             serde_json::from_str(text).map_err(|e| format!("invalid request: {e}"))?;
         let me = socket.id();
         match action {
-            Action::Join { room } => {
-                let joined_now = hub
-                    .join_room(me, &room)
-                    .await
-                    .map_err(|e| format!("cannot join: {e}"))?;
+            Action::Join { room, since } => {
+                let joined_now = match since {
+                    None => hub.join_room(me, &room).await,
+                    Some(since) => {
+                        let since = StreamPosition::new(since.epoch, since.offset);
+                        match hub.join_room_since(me, &room, Some(since)).await {
+                            Ok(recovery) => {
+                                let event = ChatEvent::Recovery {
+                                    room: &room,
+                                    recovered: recovery.recovered,
+                                    replayed: recovery.replayed,
+                                    epoch: recovery.position.epoch,
+                                    offset: recovery.position.offset,
+                                };
+                                // The replayed frames are already queued ahead of this one.
+                                hub.send_to(me, event.to_message()).await.ok();
+                                Ok(recovery.joined)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                }
+                .map_err(|e| format!("cannot join: {e}"))?;
                 if joined_now {
                     self.remember(me, &room, true);
-                    let event = ChatEvent::Joined {
+                    publish(hub, &room, |at| ChatEvent::Joined {
                         room: &room,
                         socket: me,
-                    };
-                    hub.broadcast_to_room(&room, event.to_message()).await.ok();
+                        at,
+                    })
+                    .await;
                 }
             }
             Action::Leave { room } => {
                 if !hub.is_in_room(me, &room).await {
                     return Err(format!("not in room {room:?}"));
                 }
-                let event = ChatEvent::Left {
+                publish(hub, &room, |at| ChatEvent::Left {
                     room: &room,
                     socket: me,
-                };
-                hub.broadcast_to_room(&room, event.to_message()).await.ok();
+                    at,
+                })
+                .await;
                 hub.leave_room(me, &room)
                     .await
                     .map_err(|e| format!("cannot leave: {e}"))?;
@@ -147,12 +232,14 @@ impl ChatHandler {
                 if !hub.is_in_room(me, &room).await {
                     return Err(format!("not in room {room:?}: join it first"));
                 }
-                let event = ChatEvent::Message {
+                // The frame is built once its position is assigned, so it can carry it.
+                publish(hub, &room, |at| ChatEvent::Message {
                     room: &room,
                     from: me,
                     text: &text,
-                };
-                hub.broadcast_to_room(&room, event.to_message()).await.ok();
+                    at,
+                })
+                .await;
             }
             Action::Online => {
                 let mut users = hub.online_users().await;
@@ -206,11 +293,12 @@ impl StreamHandler for ChatHandler {
             rooms.remove(socket_id).unwrap_or_default()
         };
         for room in rooms {
-            let event = ChatEvent::Left {
+            publish(hub, &room, |at| ChatEvent::Left {
                 room: &room,
                 socket: socket_id,
-            };
-            hub.broadcast_to_room(&room, event.to_message()).await.ok();
+                at,
+            })
+            .await;
         }
     }
 }
@@ -262,6 +350,16 @@ async fn leave_cluster(cluster: Option<Cluster>) {
     let _ = cluster;
 }
 
+/// The chat's history: every room, `messages` messages (0: none), 5 minutes.
+pub fn chat_history(messages: usize) -> HistoryConfig {
+    let config = HistoryConfig::default().max_messages(messages);
+    if messages == 0 {
+        config
+    } else {
+        config.prefix("")
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let level = std::env::var("RUST_LOG")
@@ -276,14 +374,21 @@ async fn main() -> std::io::Result<()> {
 
     let mut addr = "127.0.0.1:9001".to_string();
     let mut redis_url = None;
+    let mut history = 1_000;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--redis" => redis_url = args.next(),
+            "--history" => {
+                history = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| std::io::Error::other("--history takes a message count"))?
+            }
             _ => addr = arg,
         }
     }
-    let hub = StreamHub::new();
+    let hub = StreamHub::with_config(HubConfig::default().history(chat_history(history)));
     let cluster = match redis_url {
         Some(url) => Some(join_cluster(&hub, &url)?),
         None => None,

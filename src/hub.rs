@@ -3,6 +3,7 @@
 use crate::cluster_link::{ClusterLink, Except};
 use crate::entry::SocketEntry;
 use crate::error::StreamError;
+use crate::history::{HistoryConfig, RoomLog};
 use crate::index::ShardedIndex;
 use crate::message::SocketMessage;
 use crate::presence::Presence;
@@ -31,6 +32,7 @@ pub struct HubConfig {
     max_room_name_len: usize,
     max_rooms_per_socket: usize,
     shards: usize,
+    history: HistoryConfig,
 }
 
 impl Default for HubConfig {
@@ -40,6 +42,7 @@ impl Default for HubConfig {
             max_room_name_len: 128,
             max_rooms_per_socket: 128,
             shards: 256,
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -64,6 +67,18 @@ impl HubConfig {
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = n.max(1);
         self
+    }
+
+    /// Which rooms keep a history for recovery, and how much (off by default; see
+    /// [`HistoryConfig`] and [`StreamHub::join_room_since`]).
+    pub fn history(mut self, history: HistoryConfig) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// The history settings ([`history`](Self::history)).
+    pub fn history_config(&self) -> &HistoryConfig {
+        &self.history
     }
 
     // Readers: named for what they return, without `get_` (setters own the setting names;
@@ -152,6 +167,9 @@ struct HubInner {
     config: HubConfig,
     sockets: ShardedIndex<Arc<SocketEntry>>,
     rooms: ShardedIndex<Arc<RoomCell>>,
+    /// Room logs of the rooms with history (`src/history.rs`); a log outlives the room's
+    /// incarnations, so a room that empties and fills again keeps its offsets.
+    logs: ShardedIndex<Arc<RoomLog>>,
     presence: Presence,
     /// Registered sockets. Changed only inside the sockets-shard critical section that
     /// inserts or removes the socket, so it never underflows.
@@ -169,7 +187,10 @@ struct ClusterNode {
     ids: SocketIdGenerator,
 }
 
+mod history;
 mod node;
+
+pub use history::Published;
 
 impl Default for StreamHub {
     fn default() -> Self {
@@ -200,6 +221,7 @@ impl StreamHub {
                 config,
                 sockets: ShardedIndex::new(shards),
                 rooms: ShardedIndex::new(shards),
+                logs: ShardedIndex::new(shards),
                 presence: Presence::new(shards),
                 connections: AtomicUsize::new(0),
                 cluster: OnceLock::new(),
@@ -374,10 +396,12 @@ impl StreamHub {
 
     /// The live room of this name, created (or put in place of a dead one) if needed.
     fn live_room(&self, room: &str) -> Arc<RoomCell> {
+        // Outside the rooms shard lock: the logs index has its own.
+        let log = self.log_for(room);
         self.inner.rooms.update(room, |map| match map.get(room) {
             Some(cell) if !cell.is_dead() => (Arc::clone(cell), None),
             _ => {
-                let cell = Arc::new(RoomCell::new(StrArc::from(room)));
+                let cell = Arc::new(RoomCell::new(StrArc::from(room), log));
                 let mut next = map.clone();
                 next.insert(StrArc::clone(&cell.name), Arc::clone(&cell));
                 (cell, Some(next))
@@ -556,6 +580,14 @@ impl StreamHub {
         except: Option<&str>,
     ) -> Result<BroadcastReport, StreamError> {
         self.check_room_name(room)?;
+        if self.inner.config.history.is_enabled() {
+            if let Some(logged) = self.logged_room(room) {
+                let (log, cell) = logged;
+                let (_, report) =
+                    self.publish_logged(&log, cell.as_ref(), room, except, |_| msg.clone());
+                return Ok(report);
+            }
+        }
         let (report, except_local) = self.deliver_room(room, msg, except);
         if let Some(link) = self.link() {
             let except = except.map(|id| Except::new(id, except_local));

@@ -36,6 +36,7 @@ pub mod cluster_link;
 mod entry;
 mod error;
 mod handler;
+mod history;
 mod hub;
 mod index;
 mod message;
@@ -58,7 +59,8 @@ pub mod axum;
 
 pub use error::StreamError;
 pub use handler::StreamHandler;
-pub use hub::{HubConfig, HubStats, StreamHub};
+pub use history::{HistoryConfig, Recovery, StreamPosition};
+pub use hub::{HubConfig, HubStats, Published, StreamHub};
 pub use message::{SocketMessage, Utf8Bytes};
 pub use queue::{
     CloseReason, MAX_BYTES_LIMIT, MAX_MESSAGES_LIMIT, OverflowPolicy, QueueConfig, Receiver,

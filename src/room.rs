@@ -37,6 +37,7 @@ use std::sync::Arc as StrArc;
 use smallvec::SmallVec;
 
 use crate::entry::SocketEntry;
+use crate::history::RoomLog;
 use crate::message::SocketMessage;
 use crate::queue::Shared;
 use crate::report::BroadcastReport;
@@ -215,6 +216,9 @@ pub(crate) struct RoomCell {
     pub(crate) name: StrArc<str>,
     members: AtomicCell<Members>,
     writer: Mutex<RoomWriter>,
+    /// The room's history log if it keeps one (shared by the room's incarnations; set when
+    /// the cell is made, so a broadcast finds it without a second index lookup).
+    pub(crate) log: Option<Arc<RoomLog>>,
 }
 
 struct RoomWriter {
@@ -240,9 +244,10 @@ pub(crate) enum LeaveOutcome {
 }
 
 impl RoomCell {
-    pub(crate) fn new(name: StrArc<str>) -> Self {
+    pub(crate) fn new(name: StrArc<str>, log: Option<Arc<RoomLog>>) -> Self {
         Self {
             name,
+            log,
             members: AtomicCell::new(Arc::new(Members::empty())),
             writer: Mutex::new(RoomWriter {
                 positions: HashMap::default(),

@@ -2,9 +2,7 @@
 //! (sender included), announcements, and an error frame — to the offender only, with the
 //! connection left open — for every kind of bad input.
 
-#[allow(dead_code)]
-#[path = "../../examples/chat.rs"]
-mod chat;
+use crate::chat;
 
 use std::net::SocketAddr;
 
@@ -94,6 +92,7 @@ async fn messages_reach_every_member_with_the_text_verbatim() {
         room: "r",
         from: &a.id,
         text: tricky,
+        at: None,
     })
     .unwrap();
     assert_eq!(a.recv_raw().await, expected);

@@ -10,6 +10,12 @@ mod support;
 mod axum_chat_example;
 #[cfg(feature = "axum")]
 mod axum_route;
+/// The chat example, compiled into this binary once for its tests.
+#[allow(dead_code)]
+#[path = "../../examples/chat.rs"]
+mod chat;
+
+mod chat_history;
 mod chat_protocol;
 mod echo_example;
 mod server_faults;
