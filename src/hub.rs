@@ -462,15 +462,7 @@ impl StreamHub {
     /// **Local**: this node's members only; with a cluster, `RedisCluster::room_members`
     /// asks the other nodes and [`cluster_room_size`](Self::cluster_room_size) counts them.
     pub async fn get_room_members(&self, room: &str) -> Vec<String> {
-        self.inner
-            .rooms
-            .with(room, |cell| {
-                cell.load()
-                    .entries()
-                    .map(|e| e.socket.id.to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.local_member_ids(room)
     }
 
     /// Rooms a socket is in; empty if it is not registered.
