@@ -52,12 +52,18 @@ echo "compare_uws: open-files limit $(ulimit -n); $(date -u '+%Y-%m-%d %H:%M UTC
 cargo build --release --example chat --example loadgen
 LOADGEN=target/release/examples/loadgen
 
+# The uWS server keeps no history, so the chat example runs without it too (`--history 0`): the
+# same frames and the same work on both sides, and the churn check measures what connections
+# leave behind, not a history window filling up (bounded by its size; its cost per stored
+# message is measured by tests/history_memory.rs and benches/history.rs).
+NUCLEUS_CHAT_ARGS=${NUCLEUS_CHAT_ARGS:---history 0}
+
 SERVER_PID=
 start_server() { # kind -> sets SERVER_PID, URL
   local kind=$1 log="$OUT/server-$1.log"
   : >"$log"
   if [ "$kind" = nucleus ]; then
-    RUST_LOG=error taskset -c "$SERVER_CPU" target/release/examples/chat 127.0.0.1:0 >"$log" 2>&1 &
+    RUST_LOG=error taskset -c "$SERVER_CPU" target/release/examples/chat 127.0.0.1:0 $NUCLEUS_CHAT_ARGS >"$log" 2>&1 &
   else
     NODE_PATH="$UWS_DIR/node_modules" taskset -c "$SERVER_CPU" node benches/uws_chat.js 0 >"$log" 2>&1 &
   fi

@@ -9,6 +9,7 @@
 //!   --metrics ADDR            serve Prometheus text at http://ADDR/metrics
 //!   --presence-window MS      coalesce presence changes over MS milliseconds (default 200)
 //!   --inbound-rate N[:BURST]  per-connection message rate limit (default 50:100); `off` for none
+//!   --history N               messages each room keeps for recovery (default 1000; 0: none)
 //!   --redis URL               join a cluster through this Redis (needs `--features redis`)
 //! ```
 //!
@@ -27,6 +28,7 @@
 //!
 //! ```text
 //! {"action":"join","room":R}
+//! {"action":"join","room":R,"since":{"epoch":E,"offset":O}}   rejoin: replay what was missed
 //! {"action":"leave","room":R}
 //! {"action":"message","room":R,"text":T}
 //! {"action":"online"}
@@ -36,13 +38,27 @@
 //! Server → client (JSON text frames):
 //!
 //! ```text
-//! {"type":"message","room":R,"from":SOCKET_ID,"text":T}   to every member of R, sender included
-//! {"type":"joined","room":R,"socket":SOCKET_ID}           to the joiner only: it is now in R
+//! {"type":"message","room":R,"from":SOCKET_ID,"text":T,"epoch":E,"offset":O}
+//!                                                         to every member of R, sender included
+//!                                                         (epoch/offset, on every room frame:
+//!                                                         its position in R's history; absent
+//!                                                         without history)
+//! {"type":"recovery","room":R,"recovered":B,"replayed":N,"epoch":E,"offset":O}
+//!                                                         to the joiner of a join with "since",
+//!                                                         after the N replayed frames; B false:
+//!                                                         position not covered, nothing replayed
+//!                                                         (reload state); E/O: the last position
+//!                                                         replayed (continue from there)
+//! {"type":"joined","room":R,"socket":SOCKET_ID,"epoch":E,"offset":O}
+//!                                                         to the joiner only: it is now in R;
+//!                                                         E/O: R's position at the join (the
+//!                                                         live stream continues after it)
 //! {"type":"left","room":R,"socket":SOCKET_ID}             to the leaver only: it is out of R
-//! {"type":"presence_diff","room":R,"joins":[K..],"leaves":[K..]}
+//! {"type":"presence_diff","room":R,"joins":[K..],"leaves":[K..],"epoch":E,"offset":O}
 //!                                                         to every member of R, at most once per
 //!                                                         presence window: who arrived and who
-//!                                                         went since the previous diff
+//!                                                         went since the previous diff (a room
+//!                                                         frame: kept in R's history)
 //! {"type":"presence_state","room":R,"members":[K..]}      who is in R: to a joiner, in the first
 //!                                                         window after its join; to a client
 //!                                                         that asked (action "presence"); and
@@ -64,6 +80,12 @@
 //! window — not one announcement per later join: `tests/chat_protocol.rs` runs 2,000 real
 //! clients, `examples/presence_storm.rs` 10,000.
 //!
+//! History: every room keeps its last 1,000 messages for 5 minutes (`--history N` sets the
+//! count, `--history 0` turns it off). A client remembers the `epoch` and `offset` of the last
+//! message it saw and rejoins with them as `since` after a reconnect: it receives exactly the
+//! frames it missed (messages and presence diffs), in order, then the live stream.
+//! A rejoiner gets a fresh `presence_state` in the next window like any joiner.
+//!
 //! Joining a room you are in does nothing. Leaving or messaging a room you are not in, bad
 //! JSON, an unknown action, a missing or mistyped field, and binary frames each get an error
 //! frame; the connection stays open. Ctrl-C shuts the server down gracefully (close 1001 to
@@ -77,8 +99,8 @@ use nucleus_stream::server::{
     Admission, RateLimit, Rejection, Server, ServerConfig, ServerHandle, UpgradeRequest,
 };
 use nucleus_stream::{
-    Disconnect, PresenceDiff, PresenceKey, PresenceRecvError, SocketMessage, StreamHandler,
-    StreamHub, WebSocket, async_trait,
+    Disconnect, HistoryConfig, HubConfig, PresenceDiff, PresenceKey, PresenceRecvError,
+    SocketMessage, StreamHandler, StreamHub, StreamPosition, WebSocket, async_trait,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,11 +112,42 @@ use tokio::task::JoinHandle;
 #[derive(Deserialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
 enum Action {
-    Join { room: String },
+    Join { room: String, since: Option<Since> },
     Leave { room: String },
     Message { room: String, text: String },
     Online,
     Presence { room: String },
+}
+
+/// A position in a room's history, as a client sends it back.
+#[derive(Deserialize, Clone, Copy)]
+struct Since {
+    epoch: u64,
+    offset: u64,
+}
+
+/// A room frame's position in the room's history (`"epoch"` and `"offset"` fields; absent in
+/// a room without history).
+#[derive(Serialize, Clone, Copy)]
+pub struct At {
+    epoch: u64,
+    offset: u64,
+}
+
+impl At {
+    fn of(pos: StreamPosition) -> Option<Self> {
+        (pos.epoch != 0).then_some(Self {
+            epoch: pos.epoch,
+            offset: pos.offset,
+        })
+    }
+}
+
+/// Publishes the frame `event` makes from its position to every member of `room`.
+async fn publish<'a>(hub: &StreamHub, room: &str, event: impl FnOnce(Option<At>) -> ChatEvent<'a>) {
+    hub.publish_to_room(room, None, |pos| event(At::of(pos)).to_message())
+        .await
+        .ok();
 }
 
 /// What the server sends.
@@ -105,10 +158,21 @@ pub enum ChatEvent<'a> {
         room: &'a str,
         from: &'a str,
         text: &'a str,
+        #[serde(flatten)]
+        at: Option<At>,
+    },
+    Recovery {
+        room: &'a str,
+        recovered: bool,
+        replayed: u64,
+        epoch: u64,
+        offset: u64,
     },
     Joined {
         room: &'a str,
         socket: &'a str,
+        #[serde(flatten)]
+        at: Option<At>,
     },
     Left {
         room: &'a str,
@@ -118,10 +182,15 @@ pub enum ChatEvent<'a> {
         room: &'a str,
         joins: Vec<&'a str>,
         leaves: Vec<&'a str>,
+        #[serde(flatten)]
+        at: Option<At>,
     },
     PresenceState {
         room: &'a str,
         members: Vec<&'a str>,
+        /// Only on a state sent to the whole room (a resync): then it is a room frame.
+        #[serde(flatten)]
+        at: Option<At>,
     },
     Error {
         error: &'a str,
@@ -183,15 +252,29 @@ impl ChatHandler {
             serde_json::from_str(text).map_err(|e| format!("invalid request: {e}"))?;
         let me = socket.id();
         match action {
-            Action::Join { room } => {
-                let joined_now = hub
-                    .join_room(me, &room)
+            Action::Join { room, since } => {
+                let since = since.map(|s| StreamPosition::new(s.epoch, s.offset));
+                let recovery = hub
+                    .join_room_since(me, &room, since)
                     .await
                     .map_err(|e| format!("cannot join: {e}"))?;
+                if since.is_some() {
+                    let event = ChatEvent::Recovery {
+                        room: &room,
+                        recovered: recovery.recovered,
+                        replayed: recovery.replayed,
+                        epoch: recovery.position.epoch,
+                        offset: recovery.position.offset,
+                    };
+                    // The replayed frames are already queued ahead of this one.
+                    hub.send_to(me, event.to_message()).await.ok();
+                }
+                let (joined_now, position) = (recovery.joined, recovery.position);
                 if joined_now {
                     let event = ChatEvent::Joined {
                         room: &room,
                         socket: me,
+                        at: At::of(position),
                     };
                     hub.send_to(me, event.to_message()).await.ok();
                     self.presence.joined(&room, &socket.id);
@@ -215,12 +298,14 @@ impl ChatHandler {
                 if !hub.is_in_room(me, &room).await {
                     return Err(format!("not in room {room:?}: join it first"));
                 }
-                let event = ChatEvent::Message {
+                // The frame is built once its position is assigned, so it can carry it.
+                publish(hub, &room, |at| ChatEvent::Message {
                     room: &room,
                     from: me,
                     text: &text,
-                };
-                hub.broadcast_to_room(&room, event.to_message()).await.ok();
+                    at,
+                })
+                .await;
             }
             Action::Online => {
                 let mut users = hub.online_users().await;
@@ -236,6 +321,7 @@ impl ChatHandler {
                 let event = ChatEvent::PresenceState {
                     room: &room,
                     members: members.iter().map(PresenceKey::as_str).collect(),
+                    at: None,
                 };
                 hub.send_to(me, event.to_message()).await.ok();
             }
@@ -387,12 +473,13 @@ async fn announce(
     view: &mut BTreeMap<Arc<str>, BTreeSet<PresenceKey>>,
 ) {
     for (room, changes) in diff.rooms() {
-        let event = ChatEvent::PresenceDiff {
+        publish(hub, room, |at| ChatEvent::PresenceDiff {
             room,
             joins: changes.joins().map(PresenceKey::as_str).collect(),
             leaves: changes.leaves().map(PresenceKey::as_str).collect(),
-        };
-        hub.broadcast_to_room(room, event.to_message()).await.ok();
+            at,
+        })
+        .await;
         let members = view.entry(Arc::from(room)).or_default();
         for key in changes.leaves() {
             members.remove(key);
@@ -424,6 +511,7 @@ async fn send_states(
                     .flatten()
                     .map(PresenceKey::as_str)
                     .collect(),
+                at: None,
             }
             .to_message()
         });
@@ -436,11 +524,12 @@ async fn resync(hub: &StreamHub, view: &mut BTreeMap<Arc<str>, BTreeSet<Presence
     view.clear();
     for room in hub.list_rooms().await {
         let members = hub.room_presence(&room).await;
-        let event = ChatEvent::PresenceState {
+        publish(hub, &room, |at| ChatEvent::PresenceState {
             room: &room,
             members: members.iter().map(PresenceKey::as_str).collect(),
-        };
-        hub.broadcast_to_room(&room, event.to_message()).await.ok();
+            at,
+        })
+        .await;
         view.insert(Arc::from(room.as_str()), members.into_iter().collect());
     }
 }
@@ -487,6 +576,8 @@ pub struct Options {
     pub inbound_rate: Option<RateLimit>,
     /// `--redis URL`: join the cluster through this Redis (needs the `redis` feature).
     pub redis: Option<String>,
+    /// `--history N`: messages kept per room (0: no history).
+    pub history: usize,
 }
 
 impl Options {
@@ -498,6 +589,7 @@ impl Options {
             presence_window: Duration::from_millis(200),
             inbound_rate: Some(RateLimit::default()),
             redis: None,
+            history: 1_000,
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -514,11 +606,20 @@ impl Options {
                     let spec = value("--inbound-rate")?;
                     options.inbound_rate = parse_rate(&spec)?;
                 }
+                "--history" => {
+                    let n = value("--history")?;
+                    options.history = n.parse().map_err(|_| format!("bad history {n:?}"))?;
+                }
                 other if other.starts_with("--") => return Err(format!("unknown option {other}")),
                 addr => options.addr = addr.to_string(),
             }
         }
         Ok(options)
+    }
+
+    /// The hub configuration these options ask for (the history of every room).
+    pub fn hub_config(&self) -> HubConfig {
+        HubConfig::default().history(chat_history(self.history))
     }
 
     /// The server configuration these options ask for.
@@ -570,6 +671,16 @@ pub async fn start(hub: &StreamHub, options: &Options) -> std::io::Result<Server
         .await
 }
 
+/// The chat's history: every room, `messages` messages (0: none), 5 minutes.
+pub fn chat_history(messages: usize) -> HistoryConfig {
+    let config = HistoryConfig::default().max_messages(messages);
+    if messages == 0 {
+        config
+    } else {
+        config.prefix("")
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let level = std::env::var("RUST_LOG")
@@ -589,7 +700,7 @@ async fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
     };
-    let hub = StreamHub::new();
+    let hub = StreamHub::with_config(options.hub_config());
     let cluster = match &options.redis {
         Some(url) => Some(join_cluster(&hub, url)?),
         None => None,

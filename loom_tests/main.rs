@@ -22,13 +22,13 @@
 //! ```
 //!
 //! Likewise `--cfg nucleus_loom_planted_presence_bug` emits a leave's presence event after the
-//! room's writer lock is released; model (j) must then FAIL (a `Left` arriving after the
+//! room's writer lock is released; model (k) must then FAIL (a `Left` arriving after the
 //! racing join's `Joined`):
 //!
 //! ```text
 //! RUSTFLAGS="--cfg nucleus_loom --cfg nucleus_loom_planted_presence_bug" LOOM_MAX_PREEMPTIONS=3 \
 //!     cargo test --release --no-default-features --test loom --target-dir target/loom-planted \
-//!     -- j_room
+//!     -- k_room
 //! ```
 //!
 //! Every model uses at most three threads (the model's main thread plus two) and a hub with
@@ -38,15 +38,17 @@
 //! | model | file |
 //! | --- | --- |
 //! | (a) `join_room` vs `unregister`; (b) emptying leave vs join; (c) two creating joins; (d) broadcast vs join and leave; (i) broadcast vs a leave that moves a member across chunks | `rooms.rs` |
-//! | (e) presence of one user's devices; (j) one user's room presence events vs the final presence | `presence.rs` |
+//! | (e) presence of one user's devices; (k) one user's room presence events vs the final presence | `presence.rs` |
 //! | (f) `send_to` / `send_to_user` vs register and unregister | `direct.rs` |
 //! | (g) the outbound queue: producers, a parking consumer, each overflow policy at its bound | `queue.rs` |
+//! | (j) the history seam: a join with `since` racing one or two publishers (exact replay + live, in order); planted bug `--cfg nucleus_loom_planted_bug_history` | `history.rs` |
 //! | (h) reclamation: no leaked `Arc`, snapshots outliving membership and the hub | `leaks.rs` (and every model) |
 #![cfg(nucleus_loom)]
 
 mod support;
 
 mod direct;
+mod history;
 mod leaks;
 mod presence;
 mod queue;

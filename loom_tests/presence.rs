@@ -82,14 +82,14 @@ fn e_device_connects_while_other_disconnects() {
     });
 }
 
-/// (j) Presence events of one user in one room, racing: the user's second device joins the
+/// (k) Presence events of one user in one room, racing: the user's second device joins the
 /// room while its first leaves it. Whatever the interleaving, the events, folded in the order
 /// received (a `Joined` only while absent, a `Left` only while present), end at the room's
 /// real presence. This holds because each event is emitted inside the room writer's critical
 /// section that made the transition; emitting after the lock is released would let the
 /// leave's `Left` arrive after the join's `Joined`, leaving the user absent.
 #[test]
-fn j_room_presence_events_fold_to_the_final_presence() {
+fn k_room_presence_events_fold_to_the_final_presence() {
     use nucleus_stream::{PresenceEvent, PresenceKey};
     model(|| {
         let hub = hub();

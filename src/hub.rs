@@ -9,6 +9,7 @@ use crate::cluster_link::{ClusterLink, Except};
 use crate::disconnect::{Disconnect, DisconnectReason, Unregistered};
 use crate::entry::SocketEntry;
 use crate::error::StreamError;
+use crate::history::{HistoryConfig, RoomLog};
 use crate::index::ShardedIndex;
 use crate::message::SocketMessage;
 use crate::presence::Presence;
@@ -38,6 +39,7 @@ pub struct HubConfig {
     max_rooms_per_socket: usize,
     shards: usize,
     presence_buffer: usize,
+    history: HistoryConfig,
 }
 
 impl Default for HubConfig {
@@ -49,6 +51,7 @@ impl Default for HubConfig {
             max_rooms_per_socket: 128,
             shards: 256,
             presence_buffer: 16_384,
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -81,6 +84,18 @@ impl HubConfig {
     pub fn presence_buffer(mut self, events: usize) -> Self {
         self.presence_buffer = events.max(1);
         self
+    }
+
+    /// Which rooms keep a history for recovery, and how much (off by default; see
+    /// [`HistoryConfig`] and [`StreamHub::join_room_since`]).
+    pub fn history(mut self, history: HistoryConfig) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// The history settings ([`history`](Self::history)).
+    pub fn history_config(&self) -> &HistoryConfig {
+        &self.history
     }
 
     // Readers: named for what they return, without `get_` (setters own the setting names;
@@ -169,6 +184,9 @@ struct HubInner {
     config: HubConfig,
     sockets: ShardedIndex<Arc<SocketEntry>>,
     rooms: ShardedIndex<Arc<RoomCell>>,
+    /// Room logs of the rooms with history (`src/history.rs`); a log outlives the room's
+    /// incarnations, so a room that empties and fills again keeps its offsets.
+    logs: ShardedIndex<Arc<RoomLog>>,
     presence: Presence,
     events: PresenceEvents,
     counters: Counters,
@@ -188,7 +206,10 @@ struct ClusterNode {
     ids: SocketIdGenerator,
 }
 
+mod history;
 mod node;
+
+pub use history::Published;
 
 impl Default for StreamHub {
     fn default() -> Self {
@@ -220,6 +241,7 @@ impl StreamHub {
                 config,
                 sockets: ShardedIndex::new(shards),
                 rooms: ShardedIndex::new(shards),
+                logs: ShardedIndex::new(shards),
                 presence: Presence::new(shards),
                 events: PresenceEvents::new(presence_buffer),
                 counters: Counters::new(),
@@ -412,10 +434,12 @@ impl StreamHub {
 
     /// The live room of this name, created (or put in place of a dead one) if needed.
     fn live_room(&self, room: &str) -> Arc<RoomCell> {
+        // Outside the rooms shard lock: the logs index has its own.
+        let log = self.log_for(room);
         self.inner.rooms.update(room, |map| match map.get(room) {
             Some(cell) if !cell.is_dead() => (Arc::clone(cell), None),
             _ => {
-                let cell = Arc::new(RoomCell::new(StrArc::from(room)));
+                let cell = Arc::new(RoomCell::new(StrArc::from(room), log));
                 let mut next = map.clone();
                 next.insert(StrArc::clone(&cell.name), Arc::clone(&cell));
                 (cell, Some(next))
@@ -476,15 +500,7 @@ impl StreamHub {
     /// **Local**: this node's members only; with a cluster, `RedisCluster::room_members`
     /// asks the other nodes and [`cluster_room_size`](Self::cluster_room_size) counts them.
     pub async fn get_room_members(&self, room: &str) -> Vec<String> {
-        self.inner
-            .rooms
-            .with(room, |cell| {
-                cell.load()
-                    .entries()
-                    .map(|e| e.socket.id.to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.local_member_ids(room)
     }
 
     /// Rooms a socket is in; empty if it is not registered.
@@ -605,6 +621,14 @@ impl StreamHub {
         except: Option<&str>,
     ) -> Result<BroadcastReport, StreamError> {
         self.check_room_name(room)?;
+        if self.inner.config.history.is_enabled() {
+            if let Some(logged) = self.logged_room(room) {
+                let (log, cell) = logged;
+                let (_, report) =
+                    self.publish_logged(&log, cell.as_ref(), room, except, |_| msg.clone());
+                return Ok(report);
+            }
+        }
         let (report, except_local) = self.deliver_room(room, msg, except);
         if let Some(link) = self.link() {
             let except = except.map(|id| Except::new(id, except_local));

@@ -37,6 +37,7 @@ mod disconnect;
 mod entry;
 mod error;
 mod handler;
+mod history;
 mod hub;
 mod index;
 mod message;
@@ -64,7 +65,8 @@ pub mod axum;
 pub use disconnect::{Disconnect, DisconnectReason, Unregistered};
 pub use error::StreamError;
 pub use handler::StreamHandler;
-pub use hub::{HubConfig, HubStats, StreamHub};
+pub use history::{HistoryConfig, Recovery, StreamPosition};
+pub use hub::{HubConfig, HubStats, Published, StreamHub};
 pub use message::{SocketMessage, Utf8Bytes};
 pub use presence_events::{
     PresenceDiff, PresenceEvent, PresenceKey, PresenceRecvError, PresenceSubscription, RoomDiff,

@@ -36,6 +36,7 @@ impl Utf8Bytes {
 
     /// Wraps bytes the caller has already checked to be UTF-8 (a transport that validated
     /// a message fragment by fragment). Checked again in debug builds.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn from_validated(bytes: Bytes) -> Self {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
         Self(bytes)

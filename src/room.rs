@@ -37,6 +37,7 @@ use std::sync::Arc as StrArc;
 use smallvec::SmallVec;
 
 use crate::entry::SocketEntry;
+use crate::history::RoomLog;
 use crate::message::SocketMessage;
 use crate::presence_events::{PresenceEvent, PresenceEvents, PresenceKey};
 use crate::queue::Shared;
@@ -224,6 +225,9 @@ pub(crate) struct RoomCell {
     pub(crate) name: StrArc<str>,
     members: AtomicCell<Members>,
     writer: Mutex<RoomWriter>,
+    /// The room's history log if it keeps one (shared by the room's incarnations; set when
+    /// the cell is made, so a broadcast finds it without a second index lookup).
+    pub(crate) log: Option<Arc<RoomLog>>,
 }
 
 struct RoomWriter {
@@ -253,9 +257,10 @@ pub(crate) enum LeaveOutcome {
 }
 
 impl RoomCell {
-    pub(crate) fn new(name: StrArc<str>) -> Self {
+    pub(crate) fn new(name: StrArc<str>, log: Option<Arc<RoomLog>>) -> Self {
         Self {
             name,
+            log,
             members: AtomicCell::new(Arc::new(Members::empty())),
             writer: Mutex::new(RoomWriter {
                 positions: HashMap::default(),
@@ -405,7 +410,7 @@ impl RoomCell {
         }
         // PLANTED BUG (loom builds with `--cfg nucleus_loom_planted_presence_bug` only): the
         // `Left` is emitted after the writer lock is released, so a racing join's `Joined`
-        // can overtake it. Loom model (j) must catch this.
+        // can overtake it. Loom model (k) must catch this.
         #[cfg(nucleus_loom_planted_presence_bug)]
         drop(guard);
         if last_device {

@@ -31,8 +31,7 @@ impl StreamHub {
             .unwrap_or(0)
     }
 
-    /// Ids of the members `room` has on this node.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Ids of the members `room` has on this node (what `get_room_members` returns).
     pub(crate) fn local_member_ids(&self, room: &str) -> Vec<String> {
         self.inner
             .rooms

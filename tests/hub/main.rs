@@ -5,6 +5,7 @@ mod support;
 
 mod broadcast_delivery;
 mod guide;
+mod history_recovery;
 mod hub_registration;
 mod hub_stress;
 mod presence_devices;

@@ -1,6 +1,11 @@
 //! The chat example's `--metrics` endpoint: real clients make real traffic, a plain HTTP
 //! scrape reads Prometheus text, and every figure is checked against what the clients saw.
 //! (The recorder is process-wide: this is the only test in the binary that installs one.)
+//!
+//! Bundled server only, not in `transport_tests!`: the endpoint is the example's own listener
+//! (not a WebSocket route), and every figure it serves is the hub's, counted by the
+//! connection driver both transports share (`src/server/connection.rs`); the Origin check and
+//! the inbound limit do run on both (`server_events.rs`).
 
 use crate::chat;
 

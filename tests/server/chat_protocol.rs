@@ -181,6 +181,7 @@ async fn messages_reach_every_member_with_the_text_verbatim() {
         room: "r",
         from: &a.id,
         text: tricky,
+        at: None,
     })
     .unwrap();
     assert_eq!(a.recv_raw().await, expected);
@@ -522,29 +523,53 @@ async fn a_join_storm_of_2000_clients_costs_each_member_at_most_20_presence_fram
         slowest = slowest.max(after);
         clients.push(c);
     }
-    // Every view is complete and every client still connected: for five windows no diff may
-    // follow. (Each task hands its client back, so nobody leaves meanwhile.)
+    // Every view is complete and every client still connected: for two windows no diff may
+    // follow. (Each task hands its client back, so nobody leaves meanwhile.) The one frame
+    // allowed is the joiner's own `presence_state`, when its view was already complete
+    // through diffs before it came (the state is sent right after the diff of the window
+    // that holds the join); it must say exactly what the view says — checked against the
+    // room below — and it counts toward the budget.
     let mut tasks = Vec::new();
-    for mut c in clients {
+    for (i, mut c) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
-            let extra =
-                tokio::time::timeout(Duration::from_millis(1_000), next_text(&mut c.ws)).await;
-            if let Ok(frame) = extra {
-                let frame = frame.unwrap_or_default();
-                panic!("a frame after the view was complete: {:.200}", frame);
+            let quiet_until = tokio::time::Instant::now() + Duration::from_millis(2 * WINDOW_MS);
+            let mut late_state = None;
+            while let Ok(frame) = tokio::time::timeout_at(quiet_until, next_text(&mut c.ws)).await {
+                let frame = frame.unwrap_or_else(|| panic!("client {i}: the connection ended"));
+                let f: Value = serde_json::from_str(&frame).expect("JSON");
+                if f["type"] != "presence_state" || f["room"] != "storm" || late_state.is_some() {
+                    panic!("client {i}: a frame after the view was complete: {frame:.200}");
+                }
+                let members: BTreeSet<String> = f["members"]
+                    .as_array()
+                    .expect("members")
+                    .iter()
+                    .map(|k| k.as_str().expect("a key").to_string())
+                    .collect();
+                if !c.views.is_empty() {
+                    // An exactly tracked view: the state may not change it.
+                    assert_eq!(
+                        c.views["storm"], members,
+                        "client {i}: a late state that changes the view"
+                    );
+                }
+                c.diffs += 1;
+                late_state = Some(members);
             }
-            c
+            (c, late_state)
         }));
     }
     let mut ids = BTreeSet::new();
     let mut counts = Vec::new();
     let mut views = Vec::new();
+    let mut late_states = Vec::new();
     let mut clients = Vec::with_capacity(CLIENTS);
     for t in tasks {
-        let mut c = t.await.expect("client task");
+        let (mut c, late_state) = t.await.expect("client task");
         ids.insert(c.id.clone());
         counts.push(c.diffs);
         views.extend(c.views.remove("storm"));
+        late_states.extend(late_state);
         clients.push(c);
     }
     assert_eq!(views.len(), CLIENTS / 50, "the sampled exact views");
@@ -552,12 +577,21 @@ async fn a_join_storm_of_2000_clients_costs_each_member_at_most_20_presence_fram
     for view in &views {
         assert_eq!(view, &ids, "every member sees exactly the room");
     }
+    // Every view was complete (its size is the room's, and the sampled ones are exactly the
+    // room), so a late state equal to the view is one equal to the room.
+    for state in &late_states {
+        assert_eq!(
+            state, &ids,
+            "a late presence_state that is not the complete view"
+        );
+    }
     let max = *counts.iter().max().unwrap();
     let mean = counts.iter().sum::<usize>() as f64 / CLIENTS as f64;
     println!(
         "join storm: {CLIENTS} clients, every view complete {:.2} s after the first join; \
-         presence frames per member: max {max}, mean {mean:.1}",
-        slowest.as_secs_f64()
+         presence frames per member: max {max}, mean {mean:.1}; {} late states",
+        slowest.as_secs_f64(),
+        late_states.len()
     );
     // The mechanism: at most one diff per window, plus one state (and its own window's diff).
     let windows = slowest.as_millis().div_ceil(u128::from(WINDOW_MS)) as usize;

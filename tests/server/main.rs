@@ -6,7 +6,7 @@
 #[macro_use]
 mod support;
 
-/// The chat example, shared by its protocol and metrics tests.
+/// The chat example, compiled into this binary once for its protocol, history and metrics tests.
 #[allow(dead_code)]
 #[path = "../../examples/chat.rs"]
 mod chat;
@@ -15,6 +15,7 @@ mod chat;
 mod axum_chat_example;
 #[cfg(feature = "axum")]
 mod axum_route;
+mod chat_history;
 mod chat_metrics;
 mod chat_protocol;
 mod echo_example;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::wire::*;
 use futures_util::SinkExt;
-use nucleus_stream::server::{RateLimit, Server, ServerConfig, ServerHandle};
+use nucleus_stream::server::{RateLimit, ServerConfig};
 use nucleus_stream::{
     Disconnect, DisconnectReason, SocketMessage, StreamHandler, StreamHub, WebSocket, async_trait,
 };
@@ -61,14 +61,10 @@ impl Keeper {
     }
 }
 
-async fn start_keeper(config: ServerConfig) -> (StreamHub, Arc<Keeper>, ServerHandle) {
+async fn start_keeper(t: Transport, config: ServerConfig) -> (StreamHub, Arc<Keeper>, TestServer) {
     let hub = StreamHub::new();
     let keeper = Arc::new(Keeper::default());
-    let server = Server::with_shared_handler(hub.clone(), keeper.clone())
-        .config(config)
-        .bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let server = start_on(t, &hub, keeper.clone(), config).await;
     (hub, keeper, server)
 }
 
@@ -77,8 +73,9 @@ async fn wait_gone(keeper: &Keeper, n: usize) -> Vec<DisconnectReason> {
     keeper.reasons()
 }
 
+transport_tests! {
 #[tokio::test]
-async fn the_disconnect_context_names_the_socket_its_rooms_and_why_it_ended() {
+async fn the_disconnect_context_names_the_socket_its_rooms_and_why_it_ended(t) {
     let config = ServerConfig::default()
         .auth(|req| {
             Ok(nucleus_stream::server::Admission::anonymous()
@@ -86,7 +83,7 @@ async fn the_disconnect_context_names_the_socket_its_rooms_and_why_it_ended() {
         })
         .idle_timeout(Duration::from_millis(300))
         .ping_interval(Duration::from_secs(60));
-    let (hub, keeper, server) = start_keeper(config).await;
+    let (hub, keeper, server) = start_keeper(t, config).await;
     let addr = server.local_addr();
     let both = vec!["lobby".to_string(), "side".to_string()];
 
@@ -163,10 +160,12 @@ async fn the_disconnect_context_names_the_socket_its_rooms_and_why_it_ended() {
     }
     assert_eq!(totals.disconnects.iter().sum::<u64>(), 6);
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn a_cross_site_page_gets_403_while_same_site_and_non_browser_clients_connect() {
-    let (hub, _keeper, server) = start_keeper(ServerConfig::default()).await;
+async fn a_cross_site_page_gets_403_while_same_site_and_non_browser_clients_connect(t) {
+    let (hub, _keeper, server) = start_keeper(t, ServerConfig::default()).await;
     let addr = server.local_addr();
     let mut bystander = ws_connect(addr, "/").await;
     eventually("bystander registered", || hub.stats().connections == 1).await;
@@ -201,7 +200,7 @@ async fn a_cross_site_page_gets_403_while_same_site_and_non_browser_clients_conn
     drop((same_site, no_origin));
 
     // Explicit any-origin still exists.
-    let (_hub, _k, open) = start_keeper(ServerConfig::default().any_origin()).await;
+    let (_hub, _k, open) = start_keeper(t, ServerConfig::default().any_origin()).await;
     RawClient::connect(
         open.local_addr(),
         "/",
@@ -210,12 +209,14 @@ async fn a_cross_site_page_gets_403_while_same_site_and_non_browser_clients_conn
     .await
     .expect_open();
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn a_flooding_client_gets_error_frames_then_1008_and_the_others_are_undisturbed() {
+async fn a_flooding_client_gets_error_frames_then_1008_and_the_others_are_undisturbed(t) {
     let limit = RateLimit::per_second(20).burst(10).max_refusals(5);
     let config = ServerConfig::default().inbound_rate(Some(limit));
-    let (hub, keeper, server) = start_keeper(config).await;
+    let (hub, keeper, server) = start_keeper(t, config).await;
     let addr = server.local_addr();
     let mut bystander = ws_connect(addr, "/").await;
     let mut attacker = RawClient::connect(addr, "/", &[]).await.expect_open();
@@ -270,10 +271,12 @@ async fn a_flooding_client_gets_error_frames_then_1008_and_the_others_are_undist
     assert_eq!(totals.messages_in - totals.rate_limited, echoes as u64 + 5);
     assert_eq!(totals.disconnects_for(DisconnectReason::RateLimited), 1);
 }
+}
 
+transport_tests! {
 #[tokio::test]
-async fn the_default_limit_leaves_a_brisk_chat_client_alone() {
-    let (_hub, keeper, server) = start_keeper(ServerConfig::default()).await;
+async fn the_default_limit_leaves_a_brisk_chat_client_alone(t) {
+    let (_hub, keeper, server) = start_keeper(t, ServerConfig::default()).await;
     let mut ws = ws_connect(server.local_addr(), "/").await;
     // 40 messages a second for two seconds: a fast typist with typing notices, and more.
     for i in 0..80 {
@@ -282,4 +285,5 @@ async fn the_default_limit_leaves_a_brisk_chat_client_alone() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(keeper.reasons().is_empty());
+}
 }

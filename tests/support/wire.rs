@@ -587,7 +587,7 @@ impl TestServer {
 pub async fn start_on(
     t: Transport,
     hub: &StreamHub,
-    handler: Arc<Recorder>,
+    handler: Arc<dyn StreamHandler>,
     config: ServerConfig,
 ) -> TestServer {
     match t {
@@ -608,7 +608,11 @@ pub async fn start_on(
 }
 
 #[cfg(feature = "axum")]
-async fn start_axum(hub: &StreamHub, handler: Arc<Recorder>, config: ServerConfig) -> TestServer {
+async fn start_axum(
+    hub: &StreamHub,
+    handler: Arc<dyn StreamHandler>,
+    config: ServerConfig,
+) -> TestServer {
     use axum::serve::ListenerExt;
     let route =
         nucleus_stream::axum::StreamRoute::with_shared_handler(hub.clone(), handler, config);

@@ -1,0 +1,264 @@
+//! The hub's side of room history: publishing with a position, the room's log, and joins
+//! with `since` (the log and its protocol are `src/history.rs`).
+
+use std::sync::Arc as StrArc;
+
+use super::StreamHub;
+use crate::cluster_link::Except;
+use crate::entry::SocketEntry;
+use crate::error::StreamError;
+use crate::history::{Recovery, RoomLog, StreamPosition};
+use crate::message::SocketMessage;
+use crate::report::BroadcastReport;
+use crate::room::RoomCell;
+use crate::sync::Arc;
+
+/// What [`StreamHub::publish_to_room`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// The message's position in the room's history; `None` if the room has none.
+    pub position: Option<StreamPosition>,
+    /// The deliveries this call made (see [`StreamHub::publish_to_room`]).
+    pub report: BroadcastReport,
+}
+
+impl StreamHub {
+    /// Publishes to a room the message `build` makes from its position in the room's history,
+    /// to every member except `except` (if given). Returns the position (`None` for a room
+    /// without history: `build` then gets `StreamPosition { epoch: 0, offset: 0 }`) and what
+    /// this call delivered.
+    ///
+    /// This is how an application puts the position *into* the payload (a chat frame carrying
+    /// `epoch` and `offset`, so a client can rejoin with
+    /// [`join_room_since`](Self::join_room_since)). The offset is assigned without a lock and
+    /// `build` runs once, before the message is stored; keep it short (it is on the broadcast
+    /// path). With concurrent publishers into one room, members receive the messages in offset
+    /// order; one of the publishers delivers the others' messages, so a report can count more
+    /// (or fewer: zero) recipients than this message's own.
+    /// [`broadcast_to_room`](Self::broadcast_to_room) into a room with history also goes
+    /// through the log (with the message unchanged).
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::EmptyRoomName`] / [`StreamError::RoomNameTooLong`] for a bad name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nucleus_stream::{channel, HistoryConfig, HubConfig, QueueConfig, SocketMessage, StreamHub, WebSocket};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let hub = StreamHub::with_config(HubConfig::default().history(HistoryConfig::default().prefix("")));
+    /// let (tx, mut rx) = channel(QueueConfig::default());
+    /// hub.register(WebSocket::new("a", tx)).await?;
+    /// hub.join_room("a", "news").await?;
+    /// let published = hub
+    ///     .publish_to_room("news", None, |pos| SocketMessage::text(format!("#{}", pos.offset)))
+    ///     .await?;
+    /// assert_eq!(published.position.map(|p| p.offset), Some(1));
+    /// assert_eq!(rx.recv().await, Some(SocketMessage::text("#1")));
+    /// # Ok::<(), nucleus_stream::StreamError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn publish_to_room(
+        &self,
+        room: &str,
+        except: Option<&str>,
+        build: impl FnOnce(StreamPosition) -> SocketMessage,
+    ) -> Result<Published, StreamError> {
+        self.check_room_name(room)?;
+        match self.logged_room(room) {
+            Some((log, cell)) => {
+                let (position, report) =
+                    self.publish_logged(&log, cell.as_ref(), room, except, build);
+                Ok(Published {
+                    position: Some(position),
+                    report,
+                })
+            }
+            None => {
+                let msg = build(StreamPosition::new(0, 0));
+                let report = self.broadcast_room_now(room, &msg, except)?;
+                Ok(Published {
+                    position: None,
+                    report,
+                })
+            }
+        }
+    }
+
+    /// Appends to `log` and delivers (or leaves delivery to the room's current deliverer),
+    /// then hands the message to the cluster.
+    pub(super) fn publish_logged(
+        &self,
+        log: &RoomLog,
+        cell: Option<&Arc<RoomCell>>,
+        room: &str,
+        except: Option<&str>,
+        build: impl FnOnce(StreamPosition) -> SocketMessage,
+    ) -> (StreamPosition, BroadcastReport) {
+        let except_entry = except.and_then(|id| self.inner.sockets.get(id));
+        let except_local = except_entry.is_some();
+        let link = self.link();
+        let mut for_link = None;
+        let (position, report) = log.publish(
+            |pos| {
+                let msg = build(pos);
+                if link.is_some() {
+                    for_link = Some(msg.clone());
+                }
+                msg
+            },
+            except_entry,
+            &|msg, except| {
+                // The cell found at publish time is current unless it emptied meanwhile (a
+                // cell is replaced only once dead, i.e. empty): then look the room up again.
+                if let Some(cell) = cell {
+                    let members = cell.load();
+                    if members.len() > 0 {
+                        return members.broadcast(msg, except);
+                    }
+                }
+                self.deliver_snapshot(room, msg, except)
+            },
+        );
+        if let (Some(link), Some(msg)) = (link, for_link) {
+            let except = except.map(|id| Except::new(id, except_local));
+            link.room_broadcast(room, &msg, except);
+        }
+        (position, report)
+    }
+
+    /// The log of a room with history and its current cell (if it has members), with one
+    /// index lookup when the room exists; `None` if the room keeps no history.
+    pub(super) fn logged_room(&self, room: &str) -> Option<(Arc<RoomLog>, Option<Arc<RoomCell>>)> {
+        match self.inner.rooms.get(room) {
+            Some(cell) => cell.log.clone().map(|log| (log, Some(cell))),
+            None => self.log_for(room).map(|log| (log, None)),
+        }
+    }
+
+    /// The room's history log, created on first use, if the room keeps a history. Creating
+    /// it takes the logs index's shard lock once per room; afterwards it is a lock-free lookup.
+    pub(super) fn log_for(&self, room: &str) -> Option<Arc<RoomLog>> {
+        let history = &self.inner.config.history;
+        if !history.covers(room) {
+            return None;
+        }
+        if let Some(log) = self.inner.logs.get(room) {
+            return Some(log);
+        }
+        Some(self.inner.logs.update(room, |map| match map.get(room) {
+            Some(log) => (Arc::clone(log), None),
+            None => {
+                let log = Arc::new(RoomLog::new(history));
+                let mut next = map.clone();
+                next.insert(StrArc::from(room), Arc::clone(&log));
+                (log, Some(next))
+            }
+        }))
+    }
+
+    /// The position of the last message delivered in a room with history (`None` for a room
+    /// without history). A client that joins now without a position gets what comes after it.
+    pub fn room_position(&self, room: &str) -> Option<StreamPosition> {
+        self.log_for(room).map(|log| log.position())
+    }
+
+    /// Joins a room at a position of its history: the socket first receives every message
+    /// published after `since`, in order, then the live stream — with no gap and no duplicate
+    /// between the two, even while others publish. If the position is not covered any more
+    /// (another epoch, older than the room's window, or from the future), nothing is
+    /// replayed, the socket joins live, and [`Recovery::recovered`] is `false`: the
+    /// application reloads its state. `since: None` joins live and reports the position.
+    ///
+    /// In a room without history this is [`join_room`](Self::join_room) and reports
+    /// `recovered: false` at `StreamPosition { epoch: 0, offset: 0 }`. A socket that already
+    /// is a member gets nothing replayed.
+    ///
+    /// Replayed messages go into the socket's queue like live ones (a queue smaller than
+    /// the gap applies its overflow policy). The join may wait for the room's current
+    /// deliverer to finish a batch; publishers never wait for a join.
+    ///
+    /// # Errors
+    ///
+    /// As [`join_room`](Self::join_room).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nucleus_stream::{channel, HistoryConfig, HubConfig, QueueConfig, SocketMessage, StreamHub, WebSocket};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let hub = StreamHub::with_config(HubConfig::default().history(HistoryConfig::default().prefix("")));
+    /// let (tx, _rx) = channel(QueueConfig::default());
+    /// hub.register(WebSocket::new("a", tx)).await?;
+    /// hub.join_room("a", "news").await?;
+    /// let first = hub.broadcast_to_room("news", SocketMessage::text("one")).await?;
+    /// let seen = hub.room_position("news").expect("history room");
+    /// hub.broadcast_to_room("news", SocketMessage::text("two")).await?;
+    ///
+    /// // A client that saw "one" comes back on a new socket.
+    /// let (tx, mut rx) = channel(QueueConfig::default());
+    /// hub.register(WebSocket::new("b", tx)).await?;
+    /// let recovery = hub.join_room_since("b", "news", Some(seen)).await?;
+    /// assert!(recovery.recovered);
+    /// assert_eq!(recovery.replayed, 1);
+    /// assert_eq!(rx.recv().await, Some(SocketMessage::text("two")));
+    /// # let _ = first;
+    /// # Ok::<(), nucleus_stream::StreamError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn join_room_since(
+        &self,
+        socket_id: &str,
+        room: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<Recovery, StreamError> {
+        self.join_since_now(socket_id, room, since)
+    }
+
+    fn join_since_now(
+        &self,
+        socket_id: &str,
+        room: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<Recovery, StreamError> {
+        self.check_room_name(room)?;
+        let Some(log) = self.log_for(room) else {
+            let joined = self.join_now(socket_id, room)?;
+            return Ok(Recovery {
+                recovered: false,
+                replayed: 0,
+                position: StreamPosition::new(0, 0),
+                joined,
+            });
+        };
+        let entry = self
+            .inner
+            .sockets
+            .get(socket_id)
+            .ok_or_else(|| StreamError::SocketNotFound(socket_id.to_string()))?;
+        let queue = entry.socket.sender().shared();
+        log.join_since(
+            since,
+            || self.join_now(socket_id, room),
+            |msg| {
+                let _ = queue.push(msg.clone());
+            },
+            &|msg, except| self.deliver_snapshot(room, msg, except),
+        )
+    }
+
+    /// Pushes to the members of the room's current snapshot.
+    fn deliver_snapshot(
+        &self,
+        room: &str,
+        msg: &SocketMessage,
+        except: *const SocketEntry,
+    ) -> BroadcastReport {
+        self.inner
+            .rooms
+            .with(room, |cell| cell.load().broadcast(msg, except))
+            .unwrap_or_default()
+    }
+}
