@@ -955,7 +955,7 @@ impl StreamHub {
     }
 
     /// The hub's event source, for a cluster layer's relay (see `presence_events`).
-    #[allow(dead_code)]
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn presence_events(&self) -> &PresenceEvents {
         &self.inner.events
     }

@@ -381,8 +381,10 @@ fn fold<K: Ord + Clone>(map: &mut BTreeMap<K, (bool, bool)>, key: &K, present: b
     }
 }
 
-/// A cluster layer's hook: receives each local transition (see the module docs).
-pub(crate) type Relay = StrArc<dyn Fn(PresenceEvent) + Send + Sync>;
+/// A cluster layer's hook: receives each local transition (see the module docs), with the
+/// event source to [`publish`](PresenceEvents::publish) the cluster-wide ones to (so the relay
+/// need not own the hub).
+pub(crate) type Relay = StrArc<dyn Fn(&PresenceEvents, PresenceEvent) + Send + Sync>;
 
 /// The hub's event source: where every transition goes.
 pub(crate) struct PresenceEvents {
@@ -449,7 +451,7 @@ impl PresenceEvents {
         let relay = lock(&self.state).relay.clone();
         match relay {
             // Called outside the events lock: a relay may call `publish` from inside.
-            Some(relay) => relay(event),
+            Some(relay) => relay(self, event),
             None => self.publish(event),
         }
     }
@@ -463,7 +465,7 @@ impl PresenceEvents {
     }
 
     /// Routes local transitions to `relay` from now on (a cluster layer's hook).
-    #[allow(dead_code)] // The cluster layer's entry point; exercised by the unit test below.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // The cluster layer's entry point.
     pub(crate) fn set_relay(&self, relay: Relay) {
         lock(&self.state).relay = Some(relay);
         // ORDERING: advisory gate.
@@ -484,18 +486,19 @@ mod tests {
 
     #[test]
     fn a_relay_gets_local_transitions_and_only_what_it_publishes_reaches_subscribers() {
-        let events = StrArc::new(PresenceEvents::new(16));
+        let events = PresenceEvents::new(16);
         let mut sub = events.subscribe();
         let seen = StrArc::new(std::sync::Mutex::new(Vec::new()));
         let relay_seen = StrArc::clone(&seen);
-        let relay_events = StrArc::clone(&events);
-        events.set_relay(StrArc::new(move |event: PresenceEvent| {
-            relay_seen.lock().unwrap().push(event.clone());
-            // A cluster view: only room "shared" is a cluster-wide transition.
-            if matches!(&event, PresenceEvent::Joined { room, .. } if &**room == "shared") {
-                relay_events.publish(event);
-            }
-        }));
+        events.set_relay(StrArc::new(
+            move |events: &PresenceEvents, event: PresenceEvent| {
+                relay_seen.lock().unwrap().push(event.clone());
+                // A cluster view: only room "shared" is a cluster-wide transition.
+                if matches!(&event, PresenceEvent::Joined { room, .. } if &**room == "shared") {
+                    events.publish(event);
+                }
+            },
+        ));
         events.local(|| joined("local-only", "alice"));
         events.local(|| joined("shared", "alice"));
         assert_eq!(seen.lock().unwrap().len(), 2);

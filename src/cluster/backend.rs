@@ -361,7 +361,12 @@ fn handle(
                 return bad();
             };
             let hello = matches!(announcement, Announcement::Hello);
-            let new = lock(&shared.replica).apply(env.origin, announcement, Instant::now());
+            let new = {
+                let mut replica = lock(&shared.replica);
+                let new = replica.apply(env.origin, announcement, Instant::now());
+                shared.settle_locked(&mut replica, hub);
+                new
+            };
             // Answer with a full state only (never a hello: that would echo forever).
             if hello || new {
                 shared.announce.notify_one();
@@ -665,8 +670,9 @@ pub(crate) async fn presence_task(
                 let _ = control.send(presence_item(payload));
             }
             _ = probe.tick() => {
-                // Expires silent nodes even when nobody queries presence.
-                drop(shared.replica());
+                // Expires silent nodes even when nobody queries presence (their users go
+                // offline here unless connected elsewhere).
+                shared.settle(&hub);
                 // ORDERING: nonces are only compared; see the publisher and subscriber.
                 let published = shared.probe_published.load(Ordering::Relaxed);
                 let seen = shared.probe_seen.load(Ordering::Relaxed);

@@ -11,9 +11,11 @@ use tokio::sync::{Notify, mpsc};
 
 use super::ClusterConfig;
 use super::envelope::{FLAG_BINARY, FLAG_EXCEPT_LOCAL, Kind};
+use super::events::ClusterPresence;
 use super::presence::Replica;
 use crate::cluster_link::{ClusterLink, Except};
 use crate::error::StreamError;
+use crate::hub::StreamHub;
 use crate::message::SocketMessage;
 use crate::socket_id::node_of;
 use crate::sync::{AtomicU64, Mutex, Ordering, lock};
@@ -86,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) config: ClusterConfig,
     pub(crate) counters: Counters,
     pub(crate) replica: Mutex<Replica>,
+    /// Who is online cluster-wide, for the hub's presence events (`events.rs`).
+    pub(crate) presence: StrArc<ClusterPresence>,
     pub(crate) dirty: Mutex<Dirty>,
     /// Wakes the subscriber: `dirty.subscriptions` has rooms.
     pub(crate) wake_subscriber: Notify,
@@ -128,6 +132,7 @@ impl Shared {
             config,
             counters: Counters::default(),
             replica: Mutex::new(Replica::default()),
+            presence: StrArc::default(),
             dirty: Mutex::new(Dirty::default()),
             wake_subscriber: Notify::new(),
             wake_presence: Notify::new(),
@@ -186,6 +191,28 @@ impl Shared {
             Counters::bump(&self.counters.nodes_expired, gone as u64);
         }
         r
+    }
+
+    /// Expires silent nodes and hands the users whose remote devices changed to the
+    /// cluster-wide presence view (which publishes `Online` / `Offline` to `hub`'s
+    /// subscribers). Users touched by an expiry inside [`replica`](Self::replica) calls
+    /// elsewhere are handed over here too, at the next call.
+    pub(crate) fn settle(&self, hub: &StreamHub) {
+        let mut r = self.replica();
+        self.settle_locked(&mut r, hub);
+    }
+
+    /// [`settle`](Self::settle) with the replica's lock already held (kept held while the
+    /// view is updated, so the view sees the replica's changes in order).
+    pub(crate) fn settle_locked(&self, r: &mut Replica, hub: &StreamHub) {
+        let changes = r.take_user_changes();
+        if changes.is_empty() {
+            return;
+        }
+        let events = hub.presence_events();
+        for (user, online) in changes {
+            self.presence.remote(events, user, online);
+        }
     }
 }
 

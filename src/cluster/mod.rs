@@ -77,6 +77,7 @@
 
 mod backend;
 mod envelope;
+mod events;
 mod link;
 mod presence;
 
@@ -385,6 +386,7 @@ impl RedisCluster {
             drop(thread);
             return Err(ClusterError::AlreadyAttached);
         }
+        shared.presence.install(hub);
         let tasks = vec![
             runtime.spawn(backend::publisher(
                 client.clone(),
@@ -544,7 +546,7 @@ impl RedisCluster {
 
     fn stop(&mut self) {
         Shared::set_flag(&self.shared.detached, true);
-        lock_clear(&self.shared);
+        lock_clear(&self.shared, &self.hub);
         for task in self.tasks.drain(..) {
             task.abort();
         }
@@ -556,8 +558,12 @@ impl RedisCluster {
     }
 }
 
-fn lock_clear(shared: &Shared) {
-    crate::sync::lock(&shared.replica).clear();
+/// Forgets the other nodes; their users go offline on this node's events unless connected
+/// here too.
+fn lock_clear(shared: &Shared, hub: &StreamHub) {
+    let mut replica = crate::sync::lock(&shared.replica);
+    replica.clear();
+    shared.settle_locked(&mut replica, hub);
 }
 
 impl Drop for RedisCluster {

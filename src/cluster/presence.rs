@@ -132,6 +132,10 @@ struct NodeState {
 #[derive(Debug, Default)]
 pub(crate) struct Replica {
     nodes: HashMap<String, NodeState>,
+    /// Users whose devices on some node changed since the last
+    /// [`take_user_changes`](Self::take_user_changes) (a superset: some may not have changed
+    /// whether they are online elsewhere).
+    touched: HashSet<String>,
 }
 
 impl Replica {
@@ -139,7 +143,9 @@ impl Replica {
     pub(crate) fn apply(&mut self, node: &str, a: Announcement, now: Instant) -> bool {
         let (state, full) = match a {
             Announcement::Goodbye => {
-                self.nodes.remove(node);
+                if let Some(gone) = self.nodes.remove(node) {
+                    self.touched.extend(gone.users.into_keys());
+                }
                 return false;
             }
             Announcement::Hello => return !self.nodes.contains_key(node),
@@ -160,9 +166,11 @@ impl Replica {
         entry.expires = now + ttl;
         entry.connections = state.connections as usize;
         if full {
-            entry.users.clear();
+            self.touched.extend(entry.users.drain().map(|(u, _)| u));
             entry.rooms.clear();
         }
+        self.touched
+            .extend(state.users.iter().map(|(u, _)| u.clone()));
         for (map, list) in [
             (&mut entry.users, state.users),
             (&mut entry.rooms, state.rooms),
@@ -181,12 +189,34 @@ impl Replica {
     /// Forgets nodes whose TTL ran out; returns how many.
     pub(crate) fn expire(&mut self, now: Instant) -> usize {
         let before = self.nodes.len();
-        self.nodes.retain(|_, n| n.expires > now);
+        let touched = &mut self.touched;
+        self.nodes.retain(|_, n| {
+            let live = n.expires > now;
+            if !live {
+                touched.extend(n.users.keys().cloned());
+            }
+            live
+        });
         before - self.nodes.len()
     }
 
     pub(crate) fn clear(&mut self) {
-        self.nodes.clear();
+        for (_, n) in self.nodes.drain() {
+            self.touched.extend(n.users.into_keys());
+        }
+    }
+
+    /// The users touched since the last call, each with whether it has a device on another
+    /// node now.
+    pub(crate) fn take_user_changes(&mut self) -> Vec<(String, bool)> {
+        let touched = std::mem::take(&mut self.touched);
+        touched
+            .into_iter()
+            .map(|u| {
+                let online = self.user_online(&u);
+                (u, online)
+            })
+            .collect()
     }
 
     pub(crate) fn has_node(&self, node: &str) -> bool {
