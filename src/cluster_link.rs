@@ -46,6 +46,18 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// members (except `except`, where it lives).
     fn room_broadcast(&self, room: &str, msg: &SocketMessage, except: Option<Except<'_>>);
 
+    /// A broadcast to several rooms was delivered to the local members (each once); carry it
+    /// to the other nodes so that each of their members of any of the rooms gets it once.
+    ///
+    /// The default forwards each room separately with
+    /// [`room_broadcast`](Self::room_broadcast) — a remote member of two of the rooms then
+    /// gets it twice; a link that can do better overrides it.
+    fn rooms_broadcast(&self, rooms: &[&str], msg: &SocketMessage, except: Option<Except<'_>>) {
+        for room in rooms {
+            self.room_broadcast(room, msg, except);
+        }
+    }
+
     /// The local membership of `room` changed (a join or a leave; the room may now be empty
     /// or new). The link reads the current state from the hub when it acts on this.
     fn room_changed(&self, room: &str);

@@ -660,9 +660,9 @@ impl StreamHub {
     /// Queues a message for every member of several rooms, each recipient once however many
     /// of the rooms it is in (Socket.IO's `to([a, b])`), optionally except one socket.
     ///
-    /// With a cluster attached, "once" holds for this node's members only: each room is
-    /// forwarded to the other nodes separately, so a remote member of two of the rooms gets
-    /// the message twice (a multi-room envelope would fix it; not done yet).
+    /// With a cluster attached, "once" holds cluster-wide: the other nodes get the message
+    /// once for all the rooms (on each listed room's channel, with one id that a node
+    /// delivers once, to the union of its members of the rooms).
     ///
     /// # Errors
     ///
@@ -702,15 +702,29 @@ impl StreamHub {
         if let [only] = names.as_slice() {
             return self.broadcast_room_now(only.as_ref(), &msg, except_socket_id);
         }
-        let except = except_socket_id.and_then(|id| self.inner.sockets.get(id));
+        let names: SmallVec<[&str; 4]> = names.iter().map(AsRef::as_ref).collect();
+        let (report, except_local) = self.deliver_rooms(&names, &msg, except_socket_id);
+        if let Some(link) = self.link() {
+            let except = except_socket_id.map(|id| Except::new(id, except_local));
+            link.rooms_broadcast(&names, &msg, except);
+        }
+        Ok(report)
+    }
+
+    /// Local delivery to the members of several rooms, each once (`except` excluded if it
+    /// is registered here); returns the report and whether `except` is registered here.
+    pub(crate) fn deliver_rooms(
+        &self,
+        names: &[&str],
+        msg: &SocketMessage,
+        except: Option<&str>,
+    ) -> (BroadcastReport, bool) {
+        // Held so that its address cannot be reused by a new socket while we compare.
+        let except = except.and_then(|id| self.inner.sockets.get(id));
         let except_ptr = except.as_ref().map_or(ptr::null(), Arc::as_ptr);
         let snapshots: SmallVec<[_; 4]> = names
             .iter()
-            .filter_map(|name| {
-                self.inner
-                    .rooms
-                    .with(name.as_ref(), |cell| cell.load_full())
-            })
+            .filter_map(|name| self.inner.rooms.with(name, |cell| cell.load_full()))
             .collect();
         let mut seen = std::collections::HashSet::<*const SocketEntry>::new();
         let mut report = BroadcastReport::default();
@@ -723,15 +737,7 @@ impl StreamHub {
             }
         }
         self.inner.counters.outbound(&report, msg.len());
-        if let Some(link) = self.link() {
-            // Remote members get one copy per room they are in (a multi-room envelope would
-            // make it once per member cluster-wide too).
-            let except = except_socket_id.map(|id| Except::new(id, except.is_some()));
-            for name in &names {
-                link.room_broadcast(name.as_ref(), &msg, except);
-            }
-        }
-        Ok(report)
+        (report, except.is_some())
     }
 
     /// Queues a message for every registered socket; returns how many queued it.

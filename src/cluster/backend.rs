@@ -16,7 +16,7 @@
 //!   `probe_interval` it publishes a nonce on this node's own channel and, if the publish went
 //!   through but the nonce has not come back within `probe_timeout`, rebuilds the subscriber.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc as StrArc;
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,7 @@ impl Sequences {
 
 fn channel_of(shared: &Shared, item: &Outbound) -> String {
     match item.kind {
-        Kind::Room | Kind::Query => shared.room_channel(&item.target),
+        Kind::Room | Kind::Rooms | Kind::Query => shared.room_channel(&item.target),
         Kind::Direct | Kind::User | Kind::Reply => {
             shared.node_channel(item.node.as_deref().unwrap_or(""))
         }
@@ -84,7 +84,10 @@ fn channel_of(shared: &Shared, item: &Outbound) -> String {
 }
 
 fn is_data(kind: Kind) -> bool {
-    matches!(kind, Kind::Room | Kind::Direct | Kind::User | Kind::All)
+    matches!(
+        kind,
+        Kind::Room | Kind::Rooms | Kind::Direct | Kind::User | Kind::All
+    )
 }
 
 /// Counts items that could not be published: data items as failed publishes; presence and
@@ -237,13 +240,58 @@ pub(crate) async fn publisher(
     }
 }
 
-/// Receive-side sequence tracking: the last seq seen per (channel, origin).
+/// Receive-side sequence tracking: the last seq seen per (channel, origin); and the
+/// multi-room broadcasts delivered lately, per origin.
 #[derive(Default)]
 struct Received {
     last: HashMap<String, HashMap<String, u64>>,
+    rooms_broadcasts: HashMap<String, RecentIds>,
+}
+
+/// The last [`RecentIds::KEEP`] ids delivered (the copies of one broadcast are published
+/// back to back, so a later copy comes well within that many of the origin's broadcasts).
+#[derive(Default)]
+struct RecentIds {
+    set: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl RecentIds {
+    const KEEP: usize = 4096;
+
+    /// Records `id`; false if it was already there.
+    fn first(&mut self, id: u64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 impl Received {
+    /// Whether this is the first copy of `origin`'s multi-room broadcast `id` seen here.
+    fn first_copy(&mut self, shared: &Shared, origin: &str, id: u64) -> bool {
+        if let Some(recent) = self.rooms_broadcasts.get_mut(origin) {
+            return recent.first(id);
+        }
+        if self.rooms_broadcasts.len() >= 64 {
+            // Forget the nodes that are gone.
+            let replica = shared.replica();
+            self.rooms_broadcasts
+                .retain(|node, _| replica.has_node(node));
+        }
+        let mut recent = RecentIds::default();
+        recent.first(id);
+        self.rooms_broadcasts.insert(origin.to_string(), recent);
+        true
+    }
+
     /// Records `seq` and returns how many messages were missed before it.
     fn check(&mut self, channel: &str, origin: &str, seq: u64) -> u64 {
         let per_origin = match self.last.get_mut(channel) {
@@ -398,6 +446,27 @@ fn handle(
                     let _ = tx.send((env.origin.to_string(), members));
                 }
             }
+        }
+        Kind::Rooms => {
+            if own {
+                return;
+            }
+            if channel != shared.room_channel(env.target) {
+                return bad();
+            }
+            let Ok(broadcast) = envelope::rooms_broadcast(&env) else {
+                return bad();
+            };
+            let missed = received.check(channel, env.origin, env.seq);
+            if missed > 0 {
+                Counters::bump(&shared.counters.gaps, missed);
+            }
+            if !received.first_copy(shared, env.origin, broadcast.id) {
+                return;
+            }
+            Counters::bump(&shared.counters.received, 1);
+            let except = env.except.filter(|_| env.flags & FLAG_EXCEPT_LOCAL == 0);
+            hub.deliver_rooms(&broadcast.rooms, &broadcast.msg, except);
         }
         Kind::Room | Kind::Direct | Kind::User | Kind::All => {
             if own {

@@ -5,7 +5,8 @@
 //!  0     2     magic "NS"
 //!  2     1     version (1)
 //!  3     1     kind: 1 room, 2 direct, 3 user, 4 all, 5 presence, 6 probe,
-//!              7 member query (on a room's channel), 8 its reply (on the asker's channel)
+//!              7 member query (on a room's channel), 8 its reply (on the asker's channel),
+//!              9 multi-room broadcast (on each listed room's channel; see below)
 //!  4     1     flags: bit0 binary payload, bit1 excluded socket is local to the origin,
 //!              bit2 epoch/offset valid (history, issue 13)
 //!  5     8     seq: per (origin node, channel), from 1, big-endian
@@ -16,6 +17,20 @@
 //!  .     2+n   excluded socket id (u16 length, UTF-8; empty for none)
 //!  .     rest  payload (the message bytes; for presence, see `presence.rs`)
 //! ```
+//!
+//! A multi-room broadcast (`StreamHub::broadcast_to_rooms`) goes out as one kind-9 envelope
+//! per listed room, on that room's channel (so it reaches exactly the nodes with members in
+//! one of the rooms), all with the same payload:
+//!
+//! ```text
+//! 8     broadcast id: unique per origin node (a node starts counting at its start time in
+//!       nanoseconds, so a restarted node with the same id does not repeat ids)
+//! 2     n rooms, then n × (u16 length, room)
+//! rest  the message bytes
+//! ```
+//!
+//! A receiving node delivers the first copy it gets to the union of its members of all the
+//! listed rooms, each member once, and drops the other copies by their id.
 //!
 //! The epoch and offset sit at fixed positions so that a Redis script that assigns a room's
 //! history offset and publishes in one step (issue 13) can write them into an envelope the
@@ -46,6 +61,7 @@ pub(crate) enum Kind {
     Probe = 6,
     Query = 7,
     Reply = 8,
+    Rooms = 9,
 }
 
 impl Kind {
@@ -59,6 +75,7 @@ impl Kind {
             6 => Self::Probe,
             7 => Self::Query,
             8 => Self::Reply,
+            9 => Self::Rooms,
             _ => return None,
         })
     }
@@ -228,8 +245,13 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Envelope<'_>, DecodeError> {
 ///
 /// [`DecodeError::Malformed`] for a text payload that is not UTF-8.
 pub(crate) fn message(env: &Envelope<'_>) -> Result<SocketMessage, DecodeError> {
-    let bytes = Bytes::copy_from_slice(env.payload);
-    if env.flags & FLAG_BINARY != 0 {
+    message_of(env.flags, env.payload)
+}
+
+/// `payload` as the message it carries, text or binary by `flags`.
+fn message_of(flags: u8, payload: &[u8]) -> Result<SocketMessage, DecodeError> {
+    let bytes = Bytes::copy_from_slice(payload);
+    if flags & FLAG_BINARY != 0 {
         Ok(SocketMessage::Binary(bytes))
     } else {
         Utf8Bytes::try_from_bytes(bytes)
@@ -238,9 +260,83 @@ pub(crate) fn message(env: &Envelope<'_>) -> Result<SocketMessage, DecodeError> 
     }
 }
 
+/// The payload of a multi-room broadcast (kind 9): its id, the rooms, the message bytes.
+/// Rooms whose names do not fit a u16 length are left out (far beyond hub limits).
+pub(crate) fn rooms_payload(id: u64, rooms: &[&str], message: &[u8]) -> Bytes {
+    let rooms: Vec<&str> = rooms
+        .iter()
+        .copied()
+        .filter(|r| r.len() <= u16::MAX as usize)
+        .take(u16::MAX as usize)
+        .collect();
+    let mut b = BytesMut::with_capacity(
+        10 + rooms.iter().map(|r| r.len() + 2).sum::<usize>() + message.len(),
+    );
+    b.put_u64(id);
+    b.put_u16(rooms.len() as u16);
+    for room in &rooms {
+        b.put_u16(room.len() as u16);
+        b.put_slice(room.as_bytes());
+    }
+    b.put_slice(message);
+    b.freeze()
+}
+
+/// A decoded multi-room broadcast: its id, its rooms and the message.
+pub(crate) struct RoomsBroadcast<'a> {
+    pub(crate) id: u64,
+    pub(crate) rooms: Vec<&'a str>,
+    pub(crate) msg: SocketMessage,
+}
+
+/// Decodes a kind-9 envelope's payload.
+///
+/// # Errors
+///
+/// [`DecodeError::Malformed`] if it is truncated, a room is not UTF-8, or the message is
+/// text that is not UTF-8.
+pub(crate) fn rooms_broadcast<'a>(env: &Envelope<'a>) -> Result<RoomsBroadcast<'a>, DecodeError> {
+    let mut r = Reader::new(env.payload);
+    let id = r.u64()?;
+    let n = r.u16()? as usize;
+    let mut rooms = Vec::with_capacity(n.min(env.payload.len() / 2));
+    for _ in 0..n {
+        let len = r.u16()? as usize;
+        rooms.push(r.str(len)?);
+    }
+    let msg = message_of(env.flags, r.rest())?;
+    Ok(RoomsBroadcast { id, rooms, msg })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rooms_payload_round_trips_and_every_truncation_is_an_error() {
+        let payload = rooms_payload(7, &["x", "yy"], b"hello");
+        let bytes = Outgoing {
+            kind: Kind::Rooms,
+            flags: 0,
+            seq: 1,
+            origin: "a",
+            target: "x",
+            except: None,
+            payload: &payload,
+        }
+        .encode();
+        let env = decode(&bytes).expect("decodes");
+        let b = rooms_broadcast(&env).expect("a rooms broadcast");
+        assert_eq!((b.id, b.rooms.as_slice()), (7, ["x", "yy"].as_slice()));
+        assert_eq!(b.msg, SocketMessage::text("hello"));
+        for cut in 0..12 {
+            let env = Envelope {
+                payload: &payload[..cut],
+                ..decode(&bytes).unwrap()
+            };
+            assert!(rooms_broadcast(&env).is_err(), "cut at {cut}");
+        }
+    }
 
     fn sample() -> Bytes {
         Outgoing {

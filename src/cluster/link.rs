@@ -119,6 +119,9 @@ pub(crate) struct Shared {
     pub(crate) queries: Mutex<HashMap<u64, ReplySender>>,
     /// The last member-query id handed out (only uniqueness matters).
     pub(crate) next_query: AtomicU64,
+    /// The last multi-room broadcast id handed out (only uniqueness per node matters; starts
+    /// at the node's start time in nanoseconds, see `envelope.rs`).
+    pub(crate) next_rooms_broadcast: AtomicU64,
     /// 1 once the goodbye reached Redis.
     pub(crate) goodbye_sent: AtomicU64,
     /// 1 once the node is shut down: hooks do nothing, queries see no other node.
@@ -148,6 +151,11 @@ impl Shared {
             probe_seen: AtomicU64::new(0),
             queries: Mutex::new(HashMap::new()),
             next_query: AtomicU64::new(0),
+            next_rooms_broadcast: AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64),
+            ),
             goodbye_sent: AtomicU64::new(0),
             detached: AtomicU64::new(0),
         }
@@ -267,6 +275,31 @@ impl ClusterLink for RedisLink {
             }
         }
         self.enqueue(item);
+    }
+
+    fn rooms_broadcast(&self, rooms: &[&str], msg: &SocketMessage, except: Option<Except<'_>>) {
+        if self.shared.is_detached() {
+            return;
+        }
+        // ORDERING: only uniqueness matters.
+        let id = self
+            .shared
+            .next_rooms_broadcast
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        let template = Self::outbound(Kind::Rooms, "", msg);
+        let payload = super::envelope::rooms_payload(id, rooms, &template.payload);
+        for room in rooms {
+            let mut item = Self::outbound(Kind::Rooms, room, msg);
+            item.payload = payload.clone();
+            if let Some(except) = except {
+                item.except = Some(except.socket_id.into());
+                if except.local {
+                    item.flags |= FLAG_EXCEPT_LOCAL;
+                }
+            }
+            self.enqueue(item);
+        }
     }
 
     fn room_changed(&self, room: &str) {

@@ -145,6 +145,53 @@ async fn a_room_split_across_nodes_gets_each_broadcast_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_to_rooms_reaches_each_member_once_on_every_node() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url(), "a").await;
+    let b = Node::start(&redis.url(), "b").await;
+    let (_, mut sender) = a.member("x", None).await;
+    // On b: one member of both listed rooms, one of y only, one of an unlisted room.
+    let (both, mut both_rx) = b.member("x", None).await;
+    b.hub.join_room(&both, "y").await.unwrap();
+    let (_, mut y_only) = b.member("y", None).await;
+    let (_, mut z_only) = b.member("z", None).await;
+    for n in [&a, &b] {
+        n.synced().await;
+    }
+
+    let report = a
+        .hub
+        .broadcast_to_rooms(["x", "y"], SocketMessage::text("once"), None)
+        .await
+        .unwrap();
+    assert_eq!(report.queued, 1);
+    assert_eq!(recv_text(&mut sender).await, "once");
+    assert_eq!(recv_text(&mut both_rx).await, "once");
+    assert_eq!(recv_text(&mut y_only).await, "once");
+    // Excluding the member of both rooms, wherever it lives.
+    a.hub
+        .broadcast_to_rooms(["y", "x"], SocketMessage::text("not you"), Some(&both))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut sender).await, "not you");
+    assert_eq!(recv_text(&mut y_only).await, "not you");
+    // Then the next one comes in order, still once.
+    a.hub
+        .broadcast_to_rooms(["x", "y"], SocketMessage::text("again"), None)
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut both_rx).await, "again");
+    assert_eq!(recv_text(&mut y_only).await, "again");
+    assert_eq!(recv_text(&mut sender).await, "again");
+    for rx in [&mut sender, &mut both_rx, &mut y_only, &mut z_only] {
+        assert_quiet(rx).await;
+    }
+    // b got two copies of each (one per room channel) and delivered one.
+    assert_eq!(b.cluster().stats().received, 3);
+    assert_eq!(b.cluster().stats().gaps, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_from_one_node_to_a_room_arrive_in_order_without_gaps() {
     let redis = RedisServer::start();
     let a = Node::start(&redis.url(), "a").await;
