@@ -929,9 +929,13 @@ impl StreamHub {
     /// or offline, a member's first device joining a room or last leaving. The subscription
     /// sees the transitions that happen after this returns.
     ///
-    /// **Local** (for now): with a cluster attached, these are still this node's transitions
-    /// (alice's first device *on this node*, not in the cluster); the cluster does not yet
-    /// install the relay that would turn them into cluster-wide transitions.
+    /// With a cluster attached (feature `redis`), `Online` / `Offline` are the
+    /// **cluster-wide** transitions: `Online` when the user's first device on any node
+    /// appears, `Offline` when its last device anywhere is gone (a node that dies takes
+    /// offline, at its presence TTL, only the users connected nowhere else); every node's
+    /// subscribers get each once, as that node learns of it. `Joined` / `Left` stay **this
+    /// node's** transitions: the user's first device *on this node* in the room, its last
+    /// one here leaving (the cluster replicates member counts per room, not the members).
     pub fn subscribe_presence(&self) -> PresenceSubscription {
         self.inner.events.subscribe()
     }

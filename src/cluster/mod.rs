@@ -59,6 +59,14 @@
 //!   ([`RedisCluster::shutdown`]). The replica lives in each node's memory (not in Redis
 //!   keys): queries never touch the network, and a node that (re)connects sends a *hello*
 //!   that makes every other node send its full state at once.
+//! - **Presence events** ([`StreamHub::subscribe_presence`](crate::StreamHub::subscribe_presence)):
+//!   `Online` / `Offline` fire on the cluster-wide transition — a user's first device on
+//!   any node, its last device anywhere, a dead node's users (at its TTL) unless connected
+//!   elsewhere — once on every node's stream; room `Joined` / `Left` stay the node's own
+//!   (the replica counts members per room, it does not list them).
+//! - **`broadcast_to_rooms`** reaches each remote member once: one envelope per listed
+//!   room's channel, sharing an id; a node delivers the first copy to the union of its
+//!   members of the rooms and drops the others.
 //! - **Faults**: publisher and subscriber reconnect with exponential backoff
 //!   ([`ClusterConfig::reconnect_min`] to [`ClusterConfig::reconnect_max`]); the subscriber
 //!   resubscribes every channel it needs and the node re-announces its presence. A
