@@ -944,10 +944,7 @@ impl StreamHub {
     /// each anonymous socket; sorted. Empty if the room does not exist. (The state a
     /// presence diff applies to.)
     pub async fn room_presence(&self, room: &str) -> Vec<PresenceKey> {
-        self.inner
-            .rooms
-            .with(room, |cell| cell.presence())
-            .unwrap_or_default()
+        self.local_room_presence(room)
     }
 
     /// Messages and bytes waiting in every outbound queue, and the longest queue.

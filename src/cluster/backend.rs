@@ -638,8 +638,9 @@ pub(crate) async fn subscriber(
     }
 }
 
-fn local_state(hub: &StreamHub, ttl_ms: u32) -> State {
+fn local_state(hub: &StreamHub, shared: &Shared, ttl_ms: u32) -> State {
     State {
+        members: shared.presence.local_members(),
         ttl_ms,
         connections: hub.local_connection_count() as u32,
         users: hub
@@ -689,7 +690,7 @@ pub(crate) async fn presence_task(
     let mut outstanding: Option<(u64, Instant)> = None;
     loop {
         let full = |hello: bool| {
-            let state = local_state(&hub, ttl_ms);
+            let state = local_state(&hub, &shared, ttl_ms);
             let payload = presence::encode_state(OP_FULL, &state).freeze();
             let _ = control.send(presence_item(payload));
             if hello {
@@ -718,6 +719,7 @@ pub(crate) async fn presence_task(
                     (std::mem::take(&mut dirty.users), std::mem::take(&mut dirty.rooms))
                 };
                 let delta = State {
+                    members: shared.presence.take_dirty_members(),
                     ttl_ms,
                     connections: hub.local_connection_count() as u32,
                     users: users

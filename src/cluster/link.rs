@@ -213,13 +213,12 @@ impl Shared {
     /// [`settle`](Self::settle) with the replica's lock already held (kept held while the
     /// view is updated, so the view sees the replica's changes in order).
     pub(crate) fn settle_locked(&self, r: &mut Replica, hub: &StreamHub) {
-        let changes = r.take_user_changes();
-        if changes.is_empty() {
-            return;
-        }
         let events = hub.presence_events();
-        for (user, online) in changes {
+        for (user, online) in r.take_user_changes() {
             self.presence.remote(events, user, online);
+        }
+        for (member, present) in r.take_member_changes() {
+            self.presence.remote_member(events, member, present);
         }
     }
 }

@@ -20,17 +20,33 @@
 //! 4  connections
 //! 4  n users, then n × (u16 len, user, u32 devices)
 //! 4  n rooms, then n × (u16 len, room, u32 members)
+//! 4  n room members, then n × (u8 flags, u16 len, room, u16 len, key): who is in which
+//!    room, per presence key (flags bit0: the key is an anonymous socket id, not a user id;
+//!    bit1: present — a delta lists changed pairs with bit1 clear for gone, a full state
+//!    lists every pair present). A payload that ends after the rooms has no member list.
 //! ```
+//!
+//! The member list is what makes room `Joined` / `Left` cluster-wide (`events.rs`): a full
+//! state carries every (room, member) pair of the node, so its size grows with the node's
+//! memberships (about 25 bytes each).
 //!
 //! A node whose last full state or delta is older than its TTL is dropped from the replica:
 //! that is how a node that died without a goodbye disappears.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc as StrArc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 
 use super::envelope::{DecodeError, Reader};
+use crate::presence_events::PresenceKey;
+
+/// A room and one of its members (user, or anonymous socket).
+pub(crate) type RoomMember = (StrArc<str>, PresenceKey);
+
+const MEMBER_SOCKET: u8 = 1;
+const MEMBER_PRESENT: u8 = 2;
 
 pub(crate) const OP_FULL: u8 = 1;
 pub(crate) const OP_DELTA: u8 = 2;
@@ -44,6 +60,8 @@ pub(crate) struct State {
     pub(crate) connections: u32,
     pub(crate) users: Vec<(String, u32)>,
     pub(crate) rooms: Vec<(String, u32)>,
+    /// (room, member) pairs and whether present (a full state lists present ones only).
+    pub(crate) members: Vec<(RoomMember, bool)>,
 }
 
 pub(crate) fn encode_state(op: u8, state: &State) -> BytesMut {
@@ -65,6 +83,28 @@ pub(crate) fn encode_state(op: u8, state: &State) -> BytesMut {
             b.put_slice(k.as_bytes());
             b.put_u32(*n);
         }
+    }
+    let members: Vec<_> = state
+        .members
+        .iter()
+        .filter(|((room, key), _)| {
+            room.len() <= u16::MAX as usize && key.as_str().len() <= u16::MAX as usize
+        })
+        .collect();
+    b.put_u32(members.len() as u32);
+    for ((room, key), present) in members {
+        let mut flags = 0;
+        if !key.is_user() {
+            flags |= MEMBER_SOCKET;
+        }
+        if *present {
+            flags |= MEMBER_PRESENT;
+        }
+        b.put_u8(flags);
+        b.put_u16(room.len() as u16);
+        b.put_slice(room.as_bytes());
+        b.put_u16(key.as_str().len() as u16);
+        b.put_slice(key.as_str().as_bytes());
     }
     b
 }
@@ -102,6 +142,28 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Announcement, DecodeError> {
             list.push((key, r.u32()?));
         }
     }
+    let mut members = Vec::new();
+    if !r.is_empty() {
+        let n = r.u32()? as usize;
+        // Each entry takes at least 5 bytes.
+        if n > payload.len() / 5 {
+            return Err(DecodeError::Malformed);
+        }
+        members.reserve(n);
+        for _ in 0..n {
+            let flags = r.u8()?;
+            let len = r.u16()? as usize;
+            let room = StrArc::from(r.str(len)?);
+            let len = r.u16()? as usize;
+            let id = StrArc::from(r.str(len)?);
+            let key = if flags & MEMBER_SOCKET != 0 {
+                PresenceKey::Socket(id)
+            } else {
+                PresenceKey::User(id)
+            };
+            members.push(((room, key), flags & MEMBER_PRESENT != 0));
+        }
+    }
     if !r.is_empty() {
         return Err(DecodeError::Malformed);
     }
@@ -111,6 +173,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Announcement, DecodeError> {
         connections,
         users,
         rooms,
+        members,
     };
     Ok(if op == OP_FULL {
         Announcement::Full(state)
@@ -125,6 +188,7 @@ struct NodeState {
     connections: usize,
     users: HashMap<String, u32>,
     rooms: HashMap<String, u32>,
+    members: HashSet<RoomMember>,
     expires: Instant,
 }
 
@@ -136,6 +200,8 @@ pub(crate) struct Replica {
     /// [`take_user_changes`](Self::take_user_changes) (a superset: some may not have changed
     /// whether they are online elsewhere).
     touched: HashSet<String>,
+    /// Likewise for (room, member) pairs.
+    touched_members: HashSet<RoomMember>,
 }
 
 impl Replica {
@@ -145,6 +211,7 @@ impl Replica {
             Announcement::Goodbye => {
                 if let Some(gone) = self.nodes.remove(node) {
                     self.touched.extend(gone.users.into_keys());
+                    self.touched_members.extend(gone.members);
                 }
                 return false;
             }
@@ -161,6 +228,7 @@ impl Replica {
                 connections: 0,
                 users: HashMap::new(),
                 rooms: HashMap::new(),
+                members: HashSet::new(),
                 expires: now + ttl,
             });
         entry.expires = now + ttl;
@@ -168,6 +236,15 @@ impl Replica {
         if full {
             self.touched.extend(entry.users.drain().map(|(u, _)| u));
             entry.rooms.clear();
+            self.touched_members.extend(entry.members.drain());
+        }
+        for (member, present) in state.members {
+            if present {
+                entry.members.insert(member.clone());
+            } else {
+                entry.members.remove(&member);
+            }
+            self.touched_members.insert(member);
         }
         self.touched
             .extend(state.users.iter().map(|(u, _)| u.clone()));
@@ -190,10 +267,12 @@ impl Replica {
     pub(crate) fn expire(&mut self, now: Instant) -> usize {
         let before = self.nodes.len();
         let touched = &mut self.touched;
+        let touched_members = &mut self.touched_members;
         self.nodes.retain(|_, n| {
             let live = n.expires > now;
             if !live {
                 touched.extend(n.users.keys().cloned());
+                touched_members.extend(n.members.drain());
             }
             live
         });
@@ -203,7 +282,21 @@ impl Replica {
     pub(crate) fn clear(&mut self) {
         for (_, n) in self.nodes.drain() {
             self.touched.extend(n.users.into_keys());
+            self.touched_members.extend(n.members);
         }
+    }
+
+    /// The (room, member) pairs touched since the last call, each with whether another node
+    /// has it now.
+    pub(crate) fn take_member_changes(&mut self) -> Vec<(RoomMember, bool)> {
+        let touched = std::mem::take(&mut self.touched_members);
+        touched
+            .into_iter()
+            .map(|m| {
+                let present = self.nodes.values().any(|n| n.members.contains(&m));
+                (m, present)
+            })
+            .collect()
     }
 
     /// The users touched since the last call, each with whether it has a device on another
@@ -290,6 +383,7 @@ mod tests {
             connections: users.iter().map(|(_, n)| n).sum(),
             users: users.iter().map(|(u, n)| (u.to_string(), *n)).collect(),
             rooms: rooms.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+            members: Vec::new(),
         }
     }
 
@@ -317,6 +411,26 @@ mod tests {
     }
 
     #[test]
+    fn room_members_round_trip_and_their_changes_are_reported() {
+        let now = Instant::now();
+        let mut r = Replica::default();
+        let alice = ("r".into(), PresenceKey::User("alice".into()));
+        let anon = ("r".into(), PresenceKey::Socket("b.7".into()));
+        let mut full = state(&[("alice", 1)], &[("r", 2)]);
+        full.members = vec![(alice.clone(), true), (anon.clone(), true)];
+        r.apply("b", round_trip(OP_FULL, &full), now);
+        let mut changes = r.take_member_changes();
+        changes.sort();
+        assert_eq!(changes, [(alice.clone(), true), (anon.clone(), true)]);
+        let mut delta = state(&[], &[("r", 1)]);
+        delta.members = vec![(anon.clone(), false)];
+        r.apply("b", round_trip(OP_DELTA, &delta), now);
+        assert_eq!(r.take_member_changes(), [(anon, false)]);
+        r.apply("b", Announcement::Goodbye, now);
+        assert_eq!(r.take_member_changes(), [(alice, false)]);
+    }
+
+    #[test]
     fn goodbye_forgets_at_once() {
         let now = Instant::now();
         let mut r = Replica::default();
@@ -327,10 +441,20 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_errors() {
-        let good = encode_state(OP_FULL, &state(&[("alice", 1)], &[("r", 1)]));
+        let mut s = state(&[("alice", 1)], &[("r", 1)]);
+        s.members = vec![(("r".into(), PresenceKey::User("alice".into())), true)];
+        let good = encode_state(OP_FULL, &s);
+        // The one valid prefix: a payload without the member list (see the module docs).
+        let without_members = good.len() - (4 + 1 + 2 + 1 + 2 + 5);
         for cut in 1..good.len() {
-            assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
+            if cut != without_members {
+                assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
+            }
         }
+        assert!(matches!(
+            decode(&good[..without_members]),
+            Ok(Announcement::Full(State { members, .. })) if members.is_empty()
+        ));
         assert!(decode(&[9]).is_err());
         // A huge claimed count does not allocate or panic.
         let mut huge = vec![OP_DELTA, 0, 0, 0, 1, 0, 0, 0, 0];

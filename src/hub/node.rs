@@ -7,6 +7,7 @@ use std::sync::Arc as StrArc;
 use super::{ClusterNode, StreamHub};
 use crate::cluster_link::ClusterLink;
 use crate::error::StreamError;
+use crate::presence_events::PresenceKey;
 use crate::socket_id::SocketIdGenerator;
 use crate::sync::Ordering;
 
@@ -143,6 +144,14 @@ impl StreamHub {
             }
         });
         out
+    }
+
+    /// Who is present in `room` on this node (what `room_presence` returns), without awaiting.
+    pub(crate) fn local_room_presence(&self, room: &str) -> Vec<PresenceKey> {
+        self.inner
+            .rooms
+            .with(room, |cell| cell.presence())
+            .unwrap_or_default()
     }
 
     /// Users with a socket on this node and their device counts.

@@ -1,6 +1,7 @@
 //! Presence events in a cluster: `Online` on a user's first device anywhere and `Offline`
-//! after its last, once on every node's event stream, including the `Offline` of a node that
-//! died (its presence TTL ran out) for the users it alone held.
+//! after its last, `Joined` on a member's first device anywhere in a room and `Left` after
+//! its last, once on every node's event stream — including those of a node that died (its
+//! presence TTL ran out) for the users and members it alone held.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +31,110 @@ fn per_user(events: &[PresenceEvent]) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// The joined/left events per "room/member", in order ("+" joined, "-" left).
+fn per_member(events: &[PresenceEvent]) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for event in events {
+        let (room, member, sign) = match event {
+            PresenceEvent::Joined { room, member } => (room, member, '+'),
+            PresenceEvent::Left { room, member } => (room, member, '-'),
+            _ => continue,
+        };
+        out.entry(format!("{room}/{member}"))
+            .or_default()
+            .push(sign);
+    }
+    out
+}
+
+/// Waits until every node counts `n` members in `room` cluster-wide (each has applied the
+/// others' room presence: the member pairs travel with the counts).
+async fn room_settled(nodes: &[&Node], room: &str, n: usize) {
+    eventually(&format!("{n} members of {room} everywhere"), async || {
+        for node in nodes {
+            if node.hub.cluster_room_size(room).await != n {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+fn one(key: &str, signs: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(key.to_string(), signs.to_string())])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_and_left_fire_once_per_node_on_a_members_first_and_last_device_anywhere() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url(), "a").await;
+    let b = Node::start(&redis.url(), "b").await;
+    let c = Node::start(&redis.url(), "c").await;
+    let nodes = [&a, &b, &c];
+    settled(&nodes, 0).await;
+    let mut subs: Vec<_> = nodes.iter().map(|n| n.hub.subscribe_presence()).collect();
+
+    // alice's phone on a joins R; then her laptop on b; then the phone leaves R.
+    let (phone, _rx1) = a.member("R", Some("alice")).await;
+    room_settled(&nodes, "R", 1).await;
+    let (laptop, _rx2) = b.member("R", Some("alice")).await;
+    room_settled(&nodes, "R", 2).await;
+    a.hub.leave_room(&phone, "R").await.unwrap();
+    room_settled(&nodes, "R", 1).await;
+    for (node, sub) in nodes.iter().zip(&mut subs) {
+        assert_eq!(
+            per_member(&drain(sub)),
+            one("R/alice", "+"),
+            "node {}: one Joined, no Left while a device is in R",
+            node.cluster().node_id()
+        );
+    }
+
+    // An anonymous socket on b joins too; then the laptop leaves R.
+    let (anon, _rx3) = b.member("R", None).await;
+    room_settled(&nodes, "R", 2).await;
+    b.hub.leave_room(&laptop, "R").await.unwrap();
+    room_settled(&nodes, "R", 1).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for (node, sub) in nodes.iter().zip(&mut subs) {
+        let mut want = one("R/alice", "-");
+        want.insert(format!("R/{anon}"), "+".to_string());
+        assert_eq!(
+            per_member(&drain(sub)),
+            want,
+            "node {}: alice left R once, the anonymous socket joined once",
+            node.cluster().node_id()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_takes_out_of_its_rooms_only_the_members_it_alone_held() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url(), "a").await;
+    let mut b = Node::start(&redis.url(), "b").await;
+    settled(&[&a, &b], 0).await;
+    let mut events = a.hub.subscribe_presence();
+    let (_bob, _rx1) = b.member("R", Some("bob")).await;
+    let (_carol_b, _rx2) = b.member("R", Some("carol")).await;
+    let (_carol_a, _rx3) = a.member("R", Some("carol")).await;
+    room_settled(&[&a, &b], "R", 3).await;
+
+    b.cluster.take().expect("b").abort();
+    eventually("a forgets b", async || {
+        a.hub.cluster_room_size("R").await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = per_member(&drain(&mut events));
+    assert_eq!(
+        seen["R/bob"], "+-",
+        "bob, in R only through b, left with it"
+    );
+    assert_eq!(seen["R/carol"], "+", "carol is still in R through a");
 }
 
 /// Waits until every node counts `n` connections cluster-wide (so each has applied the
