@@ -933,16 +933,16 @@ impl StreamHub {
     /// **cluster-wide** transitions: `Online` when the user's first device on any node
     /// appears, `Offline` when its last device anywhere is gone (a node that dies takes
     /// offline, at its presence TTL, only the users connected nowhere else); every node's
-    /// subscribers get each once, as that node learns of it. `Joined` / `Left` stay **this
-    /// node's** transitions: the user's first device *on this node* in the room, its last
-    /// one here leaving (the cluster replicates member counts per room, not the members).
+    /// subscribers get each once, as that node learns of it. `Joined` / `Left` likewise: the
+    /// member's first device on any node entering the room, its last one anywhere leaving.
+    /// ([`room_presence`](Self::room_presence) stays this node's.)
     pub fn subscribe_presence(&self) -> PresenceSubscription {
         self.inner.events.subscribe()
     }
 
     /// Who is present in a room now: each user once however many of its devices are in,
     /// each anonymous socket; sorted. Empty if the room does not exist. (The state a
-    /// presence diff applies to.)
+    /// presence diff applies to.) With a cluster, this node's members only.
     pub async fn room_presence(&self, room: &str) -> Vec<PresenceKey> {
         self.local_room_presence(room)
     }

@@ -62,8 +62,9 @@
 //! - **Presence events** ([`StreamHub::subscribe_presence`](crate::StreamHub::subscribe_presence)):
 //!   `Online` / `Offline` fire on the cluster-wide transition — a user's first device on
 //!   any node, its last device anywhere, a dead node's users (at its TTL) unless connected
-//!   elsewhere — once on every node's stream; room `Joined` / `Left` stay the node's own
-//!   (the replica counts members per room, it does not list them).
+//!   elsewhere — once on every node's stream; room `Joined` / `Left` on a member's first
+//!   device anywhere in the room and its last one anywhere out (the announcements carry the
+//!   (room, member) pairs).
 //! - **`broadcast_to_rooms`** reaches each remote member once: one envelope per listed
 //!   room's channel, sharing an id; a node delivers the first copy to the union of its
 //!   members of the rooms and drops the others.
