@@ -664,6 +664,11 @@ impl StreamHub {
     /// once for all the rooms (on each listed room's channel, with one id that a node
     /// delivers once, to the union of its members of the rooms).
     ///
+    /// Rooms with a history are served around their logs: the message is not stored, carries
+    /// no position and is not ordered with [`publish_to_room`](Self::publish_to_room) (each
+    /// history room is its own positioned stream, which "once across rooms" cannot be). To
+    /// reach a history room's stream, publish to it.
+    ///
     /// # Errors
     ///
     /// [`StreamError::EmptyRoomName`] / [`StreamError::RoomNameTooLong`] if any name is bad;
