@@ -59,7 +59,7 @@ pub mod axum;
 
 pub use error::StreamError;
 pub use handler::StreamHandler;
-pub use history::{HistoryConfig, Recovery, StreamPosition};
+pub use history::{HistoryConfig, Recovery, StampFn, StreamPosition};
 pub use hub::{HubConfig, HubStats, Published, StreamHub};
 pub use message::{SocketMessage, Utf8Bytes};
 pub use queue::{
