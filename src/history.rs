@@ -280,7 +280,7 @@ pub(crate) struct RoomLog {
     max_age: Duration,
 }
 
-fn fresh_epoch() -> u64 {
+pub(crate) fn fresh_epoch() -> u64 {
     // A random 63-bit value (JSON-safe as an integer up to 2^63; never 0): std's randomly keyed
     // hasher over the clock and a process-wide counter.
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

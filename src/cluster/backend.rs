@@ -26,9 +26,11 @@ use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::envelope::{self, DecodeError, FLAG_EXCEPT_LOCAL, Kind, Outgoing};
+use super::envelope::{self, DecodeError, FLAG_EXCEPT_LOCAL, FLAG_POSITION, Kind, Outgoing};
+use super::history;
 use super::link::{Counters, GOODBYE, Outbound, Shared};
 use super::presence::{self, Announcement, OP_FULL, OP_GOODBYE, OP_HELLO, State};
+use crate::history::StreamPosition;
 use crate::hub::StreamHub;
 use crate::sync::{Ordering, lock};
 
@@ -144,6 +146,14 @@ pub(crate) async fn publisher(
             }
         };
         backoff = shared.config.reconnect_min;
+        let mut sha = None;
+        if shared.history.is_enabled() {
+            sha = history::load(&shared, &mut conn).await;
+            if sha.is_none() {
+                warn!(node = %shared.node, "cluster publisher: SCRIPT LOAD failed; history publishes will fail");
+            }
+            *lock(&shared.reader) = Some(conn.clone());
+        }
         Counters::bump(&shared.counters.publisher_connects, 1);
         Shared::set_flag(&shared.publisher_up, true);
         // A (re)connected publisher re-announces this node.
@@ -177,8 +187,13 @@ pub(crate) async fn publisher(
                 // After the goodbye nothing may re-announce this node.
                 batch.retain(|i| i.kind != Kind::Presence || i.probe == GOODBYE);
             }
+            let has_history = batch.iter().any(|i| i.flags & FLAG_POSITION != 0);
+            let mut failed_in_batch = 0u64;
             let mut pipe = redis::pipe();
-            for item in &batch {
+            // History envelopes (index in the batch, channel, bytes), kept for a re-send
+            // after NOSCRIPT.
+            let mut scripted: Vec<(usize, String, bytes::Bytes)> = Vec::new();
+            for (index, item) in batch.iter().enumerate() {
                 let channel = channel_of(&shared, item);
                 let probe_nonce;
                 let payload: &[u8] = if item.kind == Kind::Probe {
@@ -197,17 +212,93 @@ pub(crate) async fn publisher(
                     payload,
                 }
                 .encode();
-                pipe.cmd("PUBLISH").arg(channel).arg(&env[..]).ignore();
+                if item.flags & FLAG_POSITION != 0 {
+                    let mut env = bytes::BytesMut::from(&env[..]);
+                    env[4] |= FLAG_POSITION;
+                    let env = env.freeze();
+                    history::push_publish(
+                        &mut pipe,
+                        &shared,
+                        sha.as_deref().unwrap_or(""),
+                        &channel,
+                        &item.target,
+                        &env,
+                    );
+                    scripted.push((index, channel, env));
+                } else {
+                    pipe.cmd("PUBLISH").arg(channel).arg(&env[..]);
+                    if !has_history {
+                        pipe.ignore();
+                    }
+                }
             }
-            let sent = tokio::time::timeout(
-                shared.config.command_timeout,
-                pipe.query_async::<()>(&mut conn),
-            )
-            .await;
+            let sent = if has_history {
+                // Per-command results: a NOSCRIPT (Redis lost its script cache without
+                // dropping the connection) fails only the scripted publishes, which are sent
+                // again after SCRIPT LOAD (they were not run, so nothing is duplicated).
+                pipe.ignore_errors();
+                let results = tokio::time::timeout(
+                    shared.config.command_timeout,
+                    pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn),
+                )
+                .await;
+                match results {
+                    Ok(Ok(results)) => {
+                        let noscript = |r: &redis::RedisResult<redis::Value>| {
+                            r.as_ref().is_err_and(|e| {
+                                e.kind()
+                                    == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                            })
+                        };
+                        let retry: Vec<_> = scripted
+                            .iter()
+                            .filter(|(index, _, _)| results.get(*index).is_some_and(noscript))
+                            .collect();
+                        let mut failed = results.iter().filter(|r| r.is_err()).count() as u64;
+                        if !retry.is_empty() {
+                            sha = history::load(&shared, &mut conn).await;
+                            let mut again = redis::pipe();
+                            for (index, channel, env) in &retry {
+                                history::push_publish(
+                                    &mut again,
+                                    &shared,
+                                    sha.as_deref().unwrap_or(""),
+                                    channel,
+                                    &batch[*index].target,
+                                    env,
+                                );
+                            }
+                            failed -= retry.len() as u64;
+                            let resent = tokio::time::timeout(
+                                shared.config.command_timeout,
+                                again.query_async::<()>(&mut conn),
+                            )
+                            .await;
+                            if !matches!(resent, Ok(Ok(()))) {
+                                failed += retry.len() as u64;
+                            }
+                        }
+                        Counters::bump(&shared.counters.publish_failed, failed);
+                        failed_in_batch = failed;
+                        Ok(Ok(()))
+                    }
+                    Ok(Err(e)) => Ok(Err(e)),
+                    Err(e) => Err(e),
+                }
+            } else {
+                tokio::time::timeout(
+                    shared.config.command_timeout,
+                    pipe.query_async::<()>(&mut conn),
+                )
+                .await
+            };
             match sent {
                 Ok(Ok(())) => {
                     let data_n = batch.iter().filter(|i| is_data(i.kind)).count() as u64;
-                    Counters::bump(&shared.counters.published, data_n);
+                    Counters::bump(
+                        &shared.counters.published,
+                        data_n.saturating_sub(failed_in_batch),
+                    );
                     if batch
                         .iter()
                         .any(|i| i.kind == Kind::Presence && i.probe == GOODBYE)
@@ -230,6 +321,7 @@ pub(crate) async fn publisher(
                     }
                     fail(&shared, &batch);
                     Shared::set_flag(&shared.publisher_up, false);
+                    *lock(&shared.reader) = None;
                     break;
                 }
             }
@@ -394,6 +486,29 @@ fn handle(
                 }
             }
         }
+        Kind::Room if env.position.is_some() => {
+            // A message of a room with history: every node delivers it from here, its
+            // publisher's included, in Redis's (offset) order.
+            if channel != shared.room_channel(env.target) {
+                return bad();
+            }
+            let Ok(msg) = envelope::message(&env) else {
+                return bad();
+            };
+            if !own {
+                Counters::bump(&shared.counters.received, 1);
+            }
+            let missed = received.check(channel, env.origin, env.seq);
+            if missed > 0 {
+                Counters::bump(&shared.counters.gaps, missed);
+            }
+            let (epoch, offset) = env.position.unwrap_or_default();
+            // The origin excludes its socket by id; other nodes only if it is not local there.
+            let except = env
+                .except
+                .filter(|_| own || env.flags & FLAG_EXCEPT_LOCAL == 0);
+            hub.deliver_history(env.target, StreamPosition::new(epoch, offset), msg, except);
+        }
         Kind::Room | Kind::Direct | Kind::User | Kind::All => {
             if own {
                 return;
@@ -493,7 +608,7 @@ pub(crate) async fn subscriber(
             let mut add = Vec::new();
             let mut remove = Vec::new();
             for room in rooms {
-                let want = hub.local_room_size(&room) > 0;
+                let want = hub.local_room_size(&room) > 0 || shared.is_held(&room);
                 match (want, actual.contains(&room)) {
                     (true, false) => add.push(room),
                     (false, true) => remove.push(room),

@@ -77,6 +77,7 @@
 
 mod backend;
 mod envelope;
+mod history;
 mod link;
 mod presence;
 
@@ -354,7 +355,11 @@ impl RedisCluster {
         if node.is_empty() || node.len() > 64 || node.contains('.') {
             return Err(ClusterError::InvalidNodeId(node));
         }
-        let shared = StrArc::new(Shared::new(StrArc::from(node), config.clone()));
+        let shared = StrArc::new(Shared::new(
+            StrArc::from(node),
+            config.clone(),
+            hub.config().history_config().clone(),
+        ));
         let (data_tx, data_rx) = mpsc::channel(config.backlog);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let link = RedisLink {
