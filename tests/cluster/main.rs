@@ -3,6 +3,7 @@
 
 mod chat_nodes;
 mod freeze_proxy;
+mod history;
 mod redis_server;
 
 use std::time::Duration;
