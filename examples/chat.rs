@@ -350,13 +350,32 @@ async fn leave_cluster(cluster: Option<Cluster>) {
     let _ = cluster;
 }
 
-/// The chat's history: every room, `messages` messages (0: none), 5 minutes.
+/// The chat's history: every room, `messages` messages (0: none), 5 minutes. With `--redis`
+/// the offsets are assigned in Redis, after `publish` built the frame (without a position):
+/// [`stamp_position`] then adds them on every node.
 pub fn chat_history(messages: usize) -> HistoryConfig {
-    let config = HistoryConfig::default().max_messages(messages);
+    let config = HistoryConfig::default()
+        .max_messages(messages)
+        .stamp(stamp_position);
     if messages == 0 {
         config
     } else {
         config.prefix("")
+    }
+}
+
+/// Adds `"epoch":E,"offset":O` to a JSON object frame that has no position yet (the same
+/// fields, in the same place, as [`At`] in a frame built with its position).
+pub fn stamp_position(pos: StreamPosition, msg: &SocketMessage) -> SocketMessage {
+    match msg.as_text().and_then(|t| t.strip_suffix('}')) {
+        Some(head) if !head.contains(r#""offset":"#) => {
+            let sep = if head.ends_with('{') { "" } else { "," };
+            SocketMessage::text(format!(
+                r#"{head}{sep}"epoch":{},"offset":{}}}"#,
+                pos.epoch, pos.offset
+            ))
+        }
+        _ => msg.clone(),
     }
 }
 

@@ -160,7 +160,8 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// # Errors
     ///
     /// [`StreamError::SendFailed`] (with the room's name) if it could not be handed on
-    /// (backlog full).
+    /// (store unreachable, backlog full): the hub then delivers it to this node's members
+    /// only, without a position.
     fn history_publish(
         &self,
         room: &str,

@@ -127,15 +127,17 @@ impl HistoryConfig {
         self
     }
 
-    /// The function that writes a message's position into its payload, run on every
-    /// message of a room with history right after its offset is assigned (on one node: by the
-    /// publisher; with a cluster: by every node as the message comes back from Redis, where
-    /// the offset is assigned). Without it the payload is left as the publisher made it.
+    /// The function that writes a message's position into its payload, run on the messages
+    /// of a room with history right after their offset is assigned: on one node for
+    /// [`broadcast_to_room`](crate::StreamHub::broadcast_to_room)`[_except]` (a message made
+    /// by [`publish_to_room`](crate::StreamHub::publish_to_room)'s `build`, which saw its
+    /// position, is left alone); with a cluster for every message, on every node, as it
+    /// comes back from Redis, where its offset is assigned. Without a stamp the payload is
+    /// left as the publisher made it.
     ///
-    /// A closure ([`StreamHub::publish_to_room`](crate::StreamHub::publish_to_room)) can only
-    /// run in the publishing process; a cluster's offsets are known only once Redis assigned
-    /// them, so a payload that must carry its position across nodes needs this hub-level
-    /// function. On one node both apply: `build` first, then the stamp.
+    /// Why a hub-level function and not only the closure: a closure can only run in the
+    /// publishing process, before the offset is known; across a cluster the offset is known
+    /// only inside Redis, so each receiving node must write it in.
     ///
     /// # Examples
     ///

@@ -92,24 +92,46 @@ fn is_data(kind: Kind) -> bool {
 /// Counts items that could not be published: data items as failed publishes; presence and
 /// probes are re-sent after reconnecting, so they are only dropped. A discarded data item
 /// still takes its sequence number, so receivers see the loss as a gap too.
-fn fail(shared: &Shared, items: &[Outbound]) {
+fn fail(shared: &Shared, hub: &StreamHub, items: &[Outbound]) {
     let data = items.iter().filter(|i| is_data(i.kind)).count() as u64;
     Counters::bump(&shared.counters.publish_failed, data);
+    for item in items {
+        unlogged(shared, hub, item);
+    }
+}
+
+/// A message of a room with history that did not get through Redis still reaches this
+/// node's members: live only, without a position, not in the log (and counted).
+fn unlogged(shared: &Shared, hub: &StreamHub, item: &Outbound) {
+    if item.flags & FLAG_POSITION == 0 {
+        return;
+    }
+    let msg = if item.flags & envelope::FLAG_BINARY != 0 {
+        crate::message::SocketMessage::Binary(item.payload.clone())
+    } else {
+        match crate::message::Utf8Bytes::try_from_bytes(item.payload.clone()) {
+            Ok(text) => crate::message::SocketMessage::Text(text),
+            Err(_) => return,
+        }
+    };
+    Counters::bump(&shared.counters.history_unlogged, 1);
+    hub.deliver_room(&item.target, &msg, item.except.as_deref());
 }
 
 /// Discards items while Redis is unreachable (see [`fail`]), consuming their sequence
 /// numbers.
-fn discard(shared: &Shared, seqs: &mut Sequences, item: Outbound) {
+fn discard(shared: &Shared, hub: &StreamHub, seqs: &mut Sequences, item: Outbound) {
     if is_data(item.kind) {
         seqs.next(&channel_of(shared, &item));
     }
-    fail(shared, &[item]);
+    fail(shared, hub, &[item]);
 }
 
 /// The publisher task.
 pub(crate) async fn publisher(
     client: Client,
     shared: StrArc<Shared>,
+    hub: StreamHub,
     mut data: mpsc::Receiver<Outbound>,
     mut control: mpsc::UnboundedReceiver<Outbound>,
 ) {
@@ -132,11 +154,11 @@ pub(crate) async fn publisher(
                     tokio::select! {
                         _ = &mut sleep => break,
                         item = data.recv() => match item {
-                            Some(item) => discard(&shared, &mut seqs, item),
+                            Some(item) => discard(&shared, &hub, &mut seqs, item),
                             None => return,
                         },
                         item = control.recv() => match item {
-                            Some(item) => discard(&shared, &mut seqs, item),
+                            Some(item) => discard(&shared, &hub, &mut seqs, item),
                             None => return,
                         },
                     }
@@ -255,6 +277,12 @@ pub(crate) async fn publisher(
                             .filter(|(index, _, _)| results.get(*index).is_some_and(noscript))
                             .collect();
                         let mut failed = results.iter().filter(|r| r.is_err()).count() as u64;
+                        for (index, _, _) in &scripted {
+                            let result = results.get(*index);
+                            if result.is_none_or(|r| r.is_err() && !noscript(r)) {
+                                unlogged(&shared, &hub, &batch[*index]);
+                            }
+                        }
                         if !retry.is_empty() {
                             sha = history::load(&shared, &mut conn).await;
                             let mut again = redis::pipe();
@@ -276,6 +304,9 @@ pub(crate) async fn publisher(
                             .await;
                             if !matches!(resent, Ok(Ok(()))) {
                                 failed += retry.len() as u64;
+                                for (index, _, _) in &retry {
+                                    unlogged(&shared, &hub, &batch[*index]);
+                                }
                             }
                         }
                         Counters::bump(&shared.counters.publish_failed, failed);
@@ -319,7 +350,7 @@ pub(crate) async fn publisher(
                         }
                         _ => warn!(node = %shared.node, "cluster publish timed out"),
                     }
-                    fail(&shared, &batch);
+                    fail(&shared, &hub, &batch);
                     Shared::set_flag(&shared.publisher_up, false);
                     *lock(&shared.reader) = None;
                     break;

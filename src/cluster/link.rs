@@ -54,6 +54,7 @@ pub(crate) struct Counters {
     pub(crate) subscriber_connects: AtomicU64,
     pub(crate) probe_stalls: AtomicU64,
     pub(crate) nodes_expired: AtomicU64,
+    pub(crate) history_unlogged: AtomicU64,
 }
 
 impl Counters {
@@ -405,6 +406,12 @@ impl ClusterLink for RedisLink {
         if self.shared.is_detached() {
             return Err(StreamError::SendFailed(room.to_string()));
         }
+        // Down (either connection): the message would not come back to this node; fail fast
+        // so the hub delivers it locally.
+        if !(Shared::flag(&self.shared.publisher_up) && Shared::flag(&self.shared.subscriber_up)) {
+            Counters::bump(&self.shared.counters.history_unlogged, 1);
+            return Err(StreamError::SendFailed(room.to_string()));
+        }
         let mut item = Self::outbound(Kind::Room, room, msg);
         item.flags |= FLAG_POSITION;
         if let Some(except) = except {
@@ -416,6 +423,7 @@ impl ClusterLink for RedisLink {
         if self.enqueue(item) {
             Ok(())
         } else {
+            Counters::bump(&self.shared.counters.history_unlogged, 1);
             Err(StreamError::SendFailed(room.to_string()))
         }
     }

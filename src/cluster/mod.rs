@@ -279,6 +279,10 @@ pub struct ClusterStats {
     pub probe_stalls: u64,
     /// Nodes forgotten because their TTL ran out.
     pub nodes_expired: u64,
+    /// Messages of rooms with history that could not go through Redis (a connection down,
+    /// or the backlog full): delivered to this node's members only, without a position and
+    /// not in the log (so not recoverable).
+    pub history_unlogged: u64,
     /// Room channels subscribed now.
     pub subscribed_rooms: u64,
     /// Other live nodes.
@@ -394,6 +398,7 @@ impl RedisCluster {
             runtime.spawn(backend::publisher(
                 client.clone(),
                 StrArc::clone(&shared),
+                hub.clone(),
                 data_rx,
                 control_rx,
             )),
@@ -442,6 +447,7 @@ impl RedisCluster {
             subscriber_connects: Counters::get(&c.subscriber_connects),
             probe_stalls: Counters::get(&c.probe_stalls),
             nodes_expired: Counters::get(&c.nodes_expired),
+            history_unlogged: Counters::get(&c.history_unlogged),
             subscribed_rooms: Counters::get(&self.shared.subscribed_rooms),
             nodes: self.shared.replica().nodes().len(),
             connected: self.is_connected(),

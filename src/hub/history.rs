@@ -37,7 +37,15 @@ impl StreamHub {
     /// order; one of the publishers delivers the others' messages, so a report can count more
     /// (or fewer: zero) recipients than this message's own.
     /// [`broadcast_to_room`](Self::broadcast_to_room) into a room with history also goes
-    /// through the log (with the message unchanged).
+    /// through the log (with the message stamped by [`HistoryConfig::stamp`](crate::HistoryConfig::stamp), if set; a
+    /// message `build` made is not stamped on a single node).
+    ///
+    /// **With a cluster** (feature `redis`) the offset is assigned by Redis, after this call
+    /// returns, so `build` gets `StreamPosition { epoch: 0, offset: 0 }`, the position is
+    /// written in on every node by the [`HistoryConfig::stamp`](crate::HistoryConfig::stamp), and `position` is `None`;
+    /// the report is empty, as even this node's members receive the message when it comes
+    /// back from Redis (one round trip later), in offset order. An application that runs on
+    /// both builds without a position when it gets 0 and lets the stamp add it.
     ///
     /// # Errors
     ///
@@ -70,7 +78,7 @@ impl StreamHub {
         match self.logged_room(room) {
             Some((log, cell)) => {
                 let (position, report) =
-                    self.publish_logged(&log, cell.as_ref(), room, except, build);
+                    self.publish_built(&log, cell.as_ref(), room, except, false, build);
                 Ok(Published { position, report })
             }
             None => {
@@ -88,6 +96,9 @@ impl StreamHub {
     /// then hands the message to the cluster. With a cluster link that keeps history, the
     /// message goes to the link only (`build` gets position 0): the store assigns the offset
     /// and every node, this one included, delivers it when it comes back.
+    ///
+    /// `build` here ignores its position (a plain broadcast): the message is stamped
+    /// ([`HistoryConfig::stamp`](crate::HistoryConfig::stamp)).
     pub(super) fn publish_logged(
         &self,
         log: &RoomLog,
@@ -96,21 +107,42 @@ impl StreamHub {
         except: Option<&str>,
         build: impl FnOnce(StreamPosition) -> SocketMessage,
     ) -> (Option<StreamPosition>, BroadcastReport) {
+        self.publish_built(log, cell, room, except, true, build)
+    }
+
+    /// [`publish_logged`](Self::publish_logged); `stamp`: whether the stamp applies on this
+    /// node (`false` when `build` put the position in itself). Across a cluster the stamp
+    /// always applies, as `build` cannot know the position there.
+    fn publish_built(
+        &self,
+        log: &RoomLog,
+        cell: Option<&Arc<RoomCell>>,
+        room: &str,
+        except: Option<&str>,
+        stamp: bool,
+        build: impl FnOnce(StreamPosition) -> SocketMessage,
+    ) -> (Option<StreamPosition>, BroadcastReport) {
         let except_entry = except.and_then(|id| self.inner.sockets.get(id));
         let except_local = except_entry.is_some();
         let link = self.link();
         if let Some(link) = link.filter(|link| link.keeps_history()) {
             let msg = build(StreamPosition::new(0, 0));
-            let except = except.map(|id| Except::new(id, except_local));
-            // A refusal (backlog full) is counted by the link, as for every cluster publish.
-            let _ = link.history_publish(room, &msg, except);
-            return (None, BroadcastReport::default());
+            let to_link = except.map(|id| Except::new(id, except_local));
+            if link.history_publish(room, &msg, to_link).is_ok() {
+                return (None, BroadcastReport::default());
+            }
+            // Redis unreachable (or the backlog full; the link counts it): this node's members
+            // still get the message, live only — no position, not in the log.
+            return (None, self.deliver_room(room, &msg, except).0);
         }
         let history = &self.inner.config.history;
         let mut for_link = None;
         let (position, report) = log.publish(
             |pos| {
-                let msg = history.stamped(pos, build(pos));
+                let msg = match stamp {
+                    true => history.stamped(pos, build(pos)),
+                    false => build(pos),
+                };
                 if link.is_some() {
                     for_link = Some(msg.clone());
                 }
@@ -249,7 +281,9 @@ impl StreamHub {
                 self.check_room_name(room)?;
                 if !self.is_in_room(socket_id, room).await {
                     let link = StrArc::clone(link);
-                    return self.join_since_cluster(&*link, socket_id, room, since).await;
+                    return self
+                        .join_since_cluster(&*link, socket_id, room, since)
+                        .await;
                 }
             }
         }

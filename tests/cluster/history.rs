@@ -184,7 +184,10 @@ async fn history_recovers_on_another_node_exactly_once_in_order_with_a_concurren
     assert_eq!(ps, (1..=published).collect::<Vec<_>>());
     // The watcher that never left saw the same sequence, in the same order.
     watched.extend(until(&mut watch_a, "end").await);
-    assert_eq!(watched, got, "the recovered client and the watcher disagree");
+    assert_eq!(
+        watched, got,
+        "the recovered client and the watcher disagree"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +269,10 @@ async fn a_position_beyond_the_window_or_ahead_is_not_recovered_and_joins_live()
         .join_room_since(&late, room, Some(seen))
         .await
         .expect("join");
-    assert!(!recovery.recovered, "30 behind a window of 10: {recovery:?}");
+    assert!(
+        !recovery.recovered,
+        "30 behind a window of 10: {recovery:?}"
+    );
     assert_eq!(recovery.replayed, 0);
     assert!(recovery.joined);
     b.synced().await;
@@ -276,11 +282,19 @@ async fn a_position_beyond_the_window_or_ahead_is_not_recovered_and_joins_live()
     // Ahead of the log, and another epoch: not recovered either.
     let (ahead, _rx) = a.socket().await;
     let future = StreamPosition::new(seen.epoch, seen.offset + 1_000);
-    let r = a.hub.join_room_since(&ahead, room, Some(future)).await.expect("join");
+    let r = a
+        .hub
+        .join_room_since(&ahead, room, Some(future))
+        .await
+        .expect("join");
     assert!(!r.recovered, "{r:?}");
     let (other, _rx) = b.socket().await;
     let wrong = StreamPosition::new(seen.epoch ^ 1, 31);
-    let r = b.hub.join_room_since(&other, room, Some(wrong)).await.expect("join");
+    let r = b
+        .hub
+        .join_room_since(&other, room, Some(wrong))
+        .await
+        .expect("join");
     assert!(!r.recovered, "{r:?}");
 }
 
@@ -301,19 +315,28 @@ async fn a_redis_restart_changes_the_epoch_and_old_positions_are_not_recovered()
     let deadline = tokio::time::Instant::now() + WAIT;
     let new = loop {
         b.say(room, "after").await;
-        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), watch.recv()).await
-        {
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), watch.recv()).await {
             let frame = parse(m.as_text().expect("text"));
             if frame.0 == "after" {
                 break frame.1;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "no message after restart");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no message after restart"
+        );
     };
-    assert_ne!(new.epoch, old.epoch, "a Redis restart must change the epoch");
+    assert_ne!(
+        new.epoch, old.epoch,
+        "a Redis restart must change the epoch"
+    );
 
     let (client, mut rx) = b.socket().await;
-    let r = b.hub.join_room_since(&client, room, Some(old)).await.expect("join");
+    let r = b
+        .hub
+        .join_room_since(&client, room, Some(old))
+        .await
+        .expect("join");
     assert!(!r.recovered, "old epoch: {r:?}");
     assert_eq!(r.replayed, 0);
     b.synced().await;
