@@ -71,9 +71,13 @@
 //!
 //! The envelope (see `envelope.rs`) is versioned binary: magic `NS`, version, kind, flags,
 //! sequence number, and an epoch and offset at fixed positions reserved for room history
-//! (issue 13): a history room's publish becomes one script that assigns the offset in a Redis
-//! Stream, writes it into the envelope and publishes — still one command per broadcast, in
-//! the same pipeline, so ordering is unchanged.
+//! (issue 13): a history room's publish is one script (`EVALSHA`) that assigns the offset,
+//! appends to the room's Redis Stream, writes epoch and offset into the envelope and
+//! publishes — still one command per broadcast, in the same pipeline. Every node, the
+//! publisher's included, delivers a history room's messages as they come back on its
+//! subscription, in offset order, and keeps them in its ring; a join with a position the
+//! ring does not cover reads the rest from the stream (`XRANGE`). Keys and script:
+//! `history.rs`; design and measurements: `docs/history.md`.
 
 mod backend;
 mod envelope;
