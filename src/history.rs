@@ -574,10 +574,12 @@ impl RoomLog {
     }
 
     /// Cluster logs: joins at `since` if the ring covers it (replaying `(since, top]` from
-    /// the ring, then live). If not, and `seed` is set, the ring is behind `since` or in
-    /// another epoch, and `idle()` says no local member depends on the ring (the caller has
-    /// read everything up to `since` from Redis itself), the ring starts over at `since` and
-    /// the socket joins there. Otherwise returns `Ok(None)` without joining.
+    /// the ring, then live). `idle()` says whether the room has no local member: then the
+    /// node may not have listened to the room meanwhile, so without `seed` (the caller has
+    /// not read up to `since` from Redis while holding the subscription) the ring is not
+    /// trusted. With `seed`, if the ring is behind `since` or in another epoch and idle, it
+    /// starts over at `since` and the socket joins there. Otherwise returns `Ok(None)`
+    /// without joining.
     pub(crate) fn join_covered<E>(
         &self,
         since: StreamPosition,
@@ -590,9 +592,10 @@ impl RoomLog {
         self.take_role();
         // ORDERING: we hold the role.
         let mut top = self.delivered.load(Ordering::Acquire);
-        if !self.covered(since, top) {
+        let idle = idle();
+        if !self.covered(since, top) || (!seed && idle) {
             let behind = since.epoch != self.epoch() || since.offset > top;
-            if seed && behind && idle() {
+            if seed && behind && idle {
                 self.reset(since.epoch, since.offset);
                 top = since.offset;
             } else {

@@ -311,7 +311,7 @@ impl StreamHub {
         let from_ring = log.join_covered(
             since,
             false,
-            || false,
+            || self.local_room_size(room) == 0,
             || self.join_now(socket_id, room),
             |msg| {
                 let _ = queue.push(msg.clone());

@@ -345,3 +345,39 @@ async fn a_redis_restart_changes_the_epoch_and_old_positions_are_not_recovered()
     assert_eq!(text, "live");
     assert_eq!(pos.epoch, new.epoch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_ring_on_a_node_that_stopped_listening_is_not_trusted() {
+    let redis = RedisServer::start();
+    let a = HNode::start(&redis.url(), "a", 1_000).await;
+    let b = HNode::start(&redis.url(), "b", 1_000).await;
+    let room = "h:stale";
+    let (_, mut watch) = a.member(room).await;
+    let (left, mut rx) = b.member(room).await;
+    a.synced().await;
+    b.synced().await;
+    a.say(room, "one").await;
+    let (_, seen) = until(&mut rx, "one").await.pop().expect("one");
+    until(&mut watch, "one").await;
+    // b's last member leaves: b unsubscribes, its ring stops at "one".
+    b.hub.leave_room(&left, room).await.expect("leave");
+    b.synced().await;
+    for i in 0..5 {
+        a.say(room, &format!("m{i}")).await;
+    }
+    until(&mut watch, "m4").await;
+    // A client with b's ring top comes back on b: the missed five come from Redis.
+    let (client, mut rx2) = b.socket().await;
+    let r = b
+        .hub
+        .join_room_since(&client, room, Some(seen))
+        .await
+        .expect("join");
+    assert!(r.recovered, "{r:?}");
+    assert_eq!(r.replayed, 5, "{r:?}");
+    let mut texts = Vec::new();
+    for _ in 0..5 {
+        texts.push(parse(&recv_text(&mut rx2).await));
+    }
+    assert_consecutive(&texts, seen, "rejoined on b");
+}
