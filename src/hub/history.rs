@@ -172,7 +172,7 @@ impl StreamHub {
     /// this for every such message it receives, its own node's included, in the order of the
     /// node's subscription): stamped, kept in the room's ring and delivered to the local
     /// members (except `except`). A duplicate (at or below the ring's top) is dropped.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", nucleus_loom)), allow(dead_code))]
     pub(crate) fn deliver_history(
         &self,
         room: &str,
@@ -442,6 +442,41 @@ impl StreamHub {
             },
             &|msg, except| self.deliver_snapshot(room, msg, except),
         )
+    }
+
+    /// Loom models only: [`deliver_history`](Self::deliver_history) (what a cluster link's
+    /// subscriber does per message).
+    #[cfg(nucleus_loom)]
+    #[doc(hidden)]
+    pub fn loom_deliver_history(&self, room: &str, pos: StreamPosition, msg: SocketMessage) {
+        self.deliver_history(room, pos, msg, None);
+    }
+
+    /// Loom models only: the ring step of a cluster recovery — join `socket_id` at `since`
+    /// through the room's ring (`seed`: the caller has read up to `since` from the store).
+    #[cfg(nucleus_loom)]
+    #[doc(hidden)]
+    pub fn loom_join_covered(
+        &self,
+        socket_id: &str,
+        room: &str,
+        since: StreamPosition,
+        seed: bool,
+    ) -> Option<Recovery> {
+        let log = self.log_for(room)?;
+        let queue = self.inner.sockets.get(socket_id)?.socket.sender().shared();
+        log.join_covered(
+            since,
+            seed,
+            || self.local_room_size(room) == 0,
+            || self.join_now(socket_id, room),
+            |msg| {
+                let _ = queue.push(msg.clone());
+            },
+            &|msg, except| self.deliver_snapshot(room, msg, except),
+        )
+        .ok()
+        .flatten()
     }
 
     /// Pushes to the members of the room's current snapshot.
