@@ -464,7 +464,8 @@ impl StreamHub {
         seed: bool,
     ) -> Option<Recovery> {
         let log = self.log_for(room)?;
-        let queue = self.inner.sockets.get(socket_id)?.socket.sender().shared();
+        let entry = self.inner.sockets.get(socket_id)?;
+        let queue = entry.socket.sender().shared();
         log.join_covered(
             since,
             seed,
