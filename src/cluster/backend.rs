@@ -680,6 +680,7 @@ pub(crate) async fn subscriber(
                 .subscribed_rooms
                 .store(actual.len() as u64, Ordering::Relaxed);
             shared.subs_applied.fetch_max(requested, Ordering::Relaxed);
+            shared.subs_done.notify_waiters();
             // Serve messages until there is something to reconcile.
             loop {
                 tokio::select! {

@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) announce: Notify,
     /// Asks the subscriber to drop its connection and build a new one.
     pub(crate) rebuild_subscriber: Notify,
+    /// Woken (all waiters) each time the subscriber has applied subscription changes.
+    pub(crate) subs_done: Notify,
     /// Subscription changes requested so far (bumped with each `dirty.subscriptions` insert).
     pub(crate) subs_requested: AtomicU64,
     /// The `subs_requested` value the subscriber has fully applied (only grows).
@@ -142,6 +144,7 @@ impl Shared {
             resync: Notify::new(),
             announce: Notify::new(),
             rebuild_subscriber: Notify::new(),
+            subs_done: Notify::new(),
             subs_requested: AtomicU64::new(0),
             subs_applied: AtomicU64::new(0),
             subscribed_rooms: AtomicU64::new(0),
