@@ -631,7 +631,11 @@ pub(crate) async fn subscriber(
             let was_full = full;
             let rooms: Vec<String> = if full {
                 lock(&shared.dirty).subscriptions.clear();
-                hub.local_rooms().into_iter().map(|(r, _)| r).collect()
+                let mut rooms: Vec<String> =
+                    hub.local_rooms().into_iter().map(|(r, _)| r).collect();
+                // Rooms a recovery holds subscribed without local members.
+                rooms.extend(lock(&shared.held).keys().cloned());
+                rooms
             } else {
                 lock(&shared.dirty).subscriptions.drain().collect()
             };
