@@ -309,6 +309,24 @@ async fn a_redis_restart_changes_the_epoch_and_old_positions_are_not_recovered()
     a.say(room, "before").await;
     let (_, old) = until(&mut watch, "before").await.pop().expect("before");
 
+    // While Redis is down a history room's messages still reach this node's members: live,
+    // without a position (not stamped), counted.
+    redis.kill();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        a.say(room, "while down").await;
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(700), watch.recv()).await {
+            assert_eq!(m.as_text(), Some("while down"), "unstamped: not in the log");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no local delivery while down"
+        );
+    }
+    assert!(a.cluster.stats().history_unlogged >= 1);
+    while watch.try_recv().is_ok() {}
+
     redis.restart();
     // Both nodes reconnect and resubscribe.
     assert!(a.cluster.synced(WAIT).await && b.cluster.synced(WAIT).await);
@@ -380,4 +398,30 @@ async fn a_stale_ring_on_a_node_that_stopped_listening_is_not_trusted() {
         texts.push(parse(&recv_text(&mut rx2).await));
     }
     assert_consecutive(&texts, seen, "rejoined on b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_script_cache_is_reloaded_and_nothing_is_lost_or_doubled() {
+    let redis = RedisServer::start();
+    let a = HNode::start(&redis.url(), "a", 1_000).await;
+    let room = "h:noscript";
+    let (_, mut watch) = a.member(room).await;
+    a.synced().await;
+    a.say(room, "one").await;
+    let (_, first) = until(&mut watch, "one").await.pop().expect("one");
+    // Redis forgets its scripts without dropping the connection: the next EVALSHA gets
+    // NOSCRIPT, the publisher loads the script again and re-sends that publish only.
+    let mut conn = redis.client().await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("SCRIPT FLUSH");
+    a.say(room, "two").await;
+    a.say(room, "three").await;
+    let got = until(&mut watch, "three").await;
+    assert_consecutive(&got, first, "after SCRIPT FLUSH");
+    assert_eq!(got.len(), 2, "{got:?}");
+    crate::assert_quiet(&mut watch).await;
+    assert_eq!(a.cluster.stats().publish_failed, 0);
 }
