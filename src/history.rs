@@ -30,6 +30,11 @@
 //!   meanwhile. Everything up to `delivered` went out before it was a member (it gets it from
 //!   the ring); everything after is delivered after it joined (it gets it live).
 //!
+//! **With a cluster** (feature `redis`) offsets come from Redis instead (`src/cluster/history.rs`):
+//! the node's subscriber is the ring's one writer ([`RoomLog::append_at`]: duplicates dropped, a
+//! new epoch or a gap starts the ring over), and a recovering joiner joins through the ring at
+//! the position it read up to from Redis ([`RoomLog::join_covered`]) under the same role.
+//!
 //! `loom_tests/history.rs` model-checks that seam through this code; `--cfg
 //! nucleus_loom_planted_bug_history` makes the joiner skip the deliverer role, and the model
 //! catches the gap that opens.
