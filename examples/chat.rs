@@ -55,7 +55,9 @@
 //! History: every room keeps its last 1,000 messages for 5 minutes (`--history N` sets the
 //! count, `--history 0` turns it off). A client remembers the `epoch` and `offset` of the last
 //! message it saw and rejoins with them as `since` after a reconnect: it receives exactly the
-//! frames it missed (messages and announcements), in order, then the live stream.
+//! frames it missed (messages and announcements), in order, then the live stream. With
+//! `--redis` the positions are Redis's, the same on every node: a client may rejoin on any
+//! node (a Redis restart changes the epoch: "recovered":false).
 //!
 //! Joining a room you are in does nothing. Leaving or messaging a room you are not in, bad
 //! JSON, an unknown action, a missing or mistyped field, and binary frames each get an error
