@@ -3,6 +3,7 @@
 //! ```text
 //! cargo bench --features redis --bench cluster            # full run (~1 min)
 //! cargo bench --features redis --bench cluster -- --test  # one short round (CI)
+//! cargo bench --features redis --bench cluster -- history # only the history tables
 //! ```
 //!
 //! A room of 1,000 members, 64-byte messages at a fixed 1,000 broadcasts/s from one node:
@@ -11,6 +12,11 @@
 //! Rounds alternate (1), (2), (1), (2)... and medians are reported. Each member is a task
 //! that drains its queue and records the latency from the broadcast call to its receipt.
 //! Then (3): four nodes, members on two of them, to count the nodes each broadcast reaches.
+//! Then (4), history (issue 13): the same two nodes with a room whose log lives in Redis (one
+//! script per publish) against a plain room, rounds interleaved — latency of the publisher's
+//! own members (who now get the message back from Redis) and of the other node's, Redis CPU
+//! and wall time per publish in a burst — and (5) the time to recover 1,000 missed messages
+//! on a node that has no member in the room (from Redis) against one that has (its ring).
 
 #[allow(dead_code)]
 #[path = "../tests/cluster/redis_server.rs"]
@@ -19,7 +25,9 @@ mod redis_server;
 use std::time::{Duration, Instant};
 
 use nucleus_stream::cluster::{ClusterConfig, RedisCluster};
-use nucleus_stream::{QueueConfig, SocketMessage, StreamHub, WebSocket, channel};
+use nucleus_stream::{
+    HistoryConfig, HubConfig, QueueConfig, SocketMessage, StreamHub, WebSocket, channel,
+};
 use redis_server::RedisServer;
 
 const RATE: u64 = 1_000;
@@ -289,11 +297,17 @@ async fn reach(redis: &RedisServer, broadcasts: u64) -> (Vec<u64>, u64, u64) {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--test");
     let (rounds, broadcasts) = if quick { (1, 200) } else { (3, 5_000) };
+    // `-- history`: only the history tables (4) and (5).
+    let only_history = std::env::args().any(|a| a == "history");
     let redis = RedisServer::start();
-    table(&redis, 1_000, &[0, 1, 2], rounds, broadcasts).await;
-    println!();
-    table(&redis, 10, &[0, 1], rounds, broadcasts).await;
-    reach_table(&redis, quick).await;
+    if !only_history {
+        table(&redis, 1_000, &[0, 1, 2], rounds, broadcasts).await;
+        println!();
+        table(&redis, 10, &[0, 1], rounds, broadcasts).await;
+        reach_table(&redis, quick).await;
+    }
+    history_table(&redis, quick).await;
+    recovery_table(&redis, quick).await;
 }
 
 async fn table(redis: &RedisServer, room: usize, modes: &[usize], rounds: usize, broadcasts: u64) {
@@ -417,4 +431,261 @@ async fn reach_table(redis: &RedisServer, quick: bool) {
     println!(
         "r0 published {data} room messages; Redis counted {publishes} PUBLISH calls in the window (the rest: presence and probes of 4 nodes)"
     );
+}
+
+fn history_hub() -> StreamHub {
+    StreamHub::with_config(HubConfig::default().history(HistoryConfig::default().prefix("h:")))
+}
+
+/// One member of `room` on `hub` whose task records the latency of paced messages (`p`) and
+/// counts burst messages (`b`), returning (latencies µs, burst count, last burst receipt ns).
+fn history_member(
+    hub: &StreamHub,
+    room: &str,
+    base: Instant,
+) -> tokio::task::JoinHandle<(Vec<u32>, u64, u64)> {
+    let (tx, mut rx) = channel(QueueConfig::default().max_messages(1 << 17));
+    let id = hub.next_socket_id();
+    nucleus_stream_now(hub.register(WebSocket::new(id.clone(), tx))).expect("register");
+    nucleus_stream_now(hub.join_room(&id, room)).expect("join");
+    tokio::spawn(async move {
+        let (mut lat, mut burst, mut last) = (Vec::new(), 0u64, 0u64);
+        while let Some(msg) = rx.recv().await {
+            let text = msg.as_text().unwrap_or("");
+            let mut parts = text.split(' ');
+            let sent: u64 = parts.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+            let now = base.elapsed().as_nanos() as u64;
+            match parts.next() {
+                Some("p") => lat.push((now.saturating_sub(sent) / 1_000) as u32),
+                Some("b") => {
+                    burst += 1;
+                    last = now;
+                }
+                _ => break,
+            }
+        }
+        (lat, burst, last)
+    })
+}
+
+struct HistoryRound {
+    local: Vec<u32>,
+    remote: Vec<u32>,
+    /// Wall time of the burst, first publish to the other node's last receipt (s).
+    burst_secs: f64,
+    redis_cpu_ticks: u64,
+}
+
+/// Two nodes, 10 members of one room on each; `history` picks a room with history.
+async fn history_round(
+    redis: &RedisServer,
+    history: bool,
+    paced: u64,
+    burst: u64,
+    tag: &str,
+) -> HistoryRound {
+    let base = Instant::now();
+    let (a, b) = (history_hub(), history_hub());
+    let ca = RedisCluster::start(&a, config(&redis.url(), &format!("ha{tag}"))).expect("a");
+    let cb = RedisCluster::start(&b, config(&redis.url(), &format!("hb{tag}"))).expect("b");
+    let room = if history {
+        format!("h:room{tag}")
+    } else {
+        format!("room{tag}")
+    };
+    let la: Vec<_> = (0..10).map(|_| history_member(&a, &room, base)).collect();
+    let lb: Vec<_> = (0..10).map(|_| history_member(&b, &room, base)).collect();
+    assert!(ca.synced(Duration::from_secs(10)).await && cb.synced(Duration::from_secs(10)).await);
+    while a.cluster_room_size(&room).await < 20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pad = "x".repeat(40);
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / RATE));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for _ in 0..paced {
+        tick.tick().await;
+        let now = base.elapsed().as_nanos() as u64;
+        a.broadcast_to_room(&room, SocketMessage::text(format!("{now:020} p {pad}")))
+            .await
+            .expect("broadcast");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu0 = cpu_ticks(redis.pid());
+    let start = base.elapsed().as_nanos() as u64;
+    for _ in 0..burst {
+        let now = base.elapsed().as_nanos() as u64;
+        a.broadcast_to_room(&room, SocketMessage::text(format!("{now:020} b {pad}")))
+            .await
+            .expect("broadcast");
+        if a.cluster_room_size(&room).await == 0 {
+            break;
+        }
+    }
+    // Wait until the other node has them all (bounded), then stop everyone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ca.stats().published < paced + burst && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu1 = cpu_ticks(redis.pid());
+    a.broadcast_to_room(&room, SocketMessage::text("0 end"))
+        .await
+        .expect("end");
+    let mut r = HistoryRound {
+        local: Vec::new(),
+        remote: Vec::new(),
+        burst_secs: 0.0,
+        redis_cpu_ticks: cpu1 - cpu0,
+    };
+    let mut last = start;
+    for h in la {
+        let (lat, _, _) = tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .expect("member ends")
+            .expect("member");
+        r.local.extend(lat);
+    }
+    for h in lb {
+        let (lat, n, l) = tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .expect("member ends")
+            .expect("member");
+        assert_eq!(n, burst, "the other node's member missed burst messages");
+        r.remote.extend(lat);
+        last = last.max(l);
+    }
+    r.burst_secs = (last - start) as f64 / 1e9;
+    let (sa, sb) = (ca.stats(), cb.stats());
+    assert_eq!(sb.gaps, 0, "gaps");
+    assert_eq!(
+        sa.publish_failed + sa.backlog_full + sa.history_unlogged,
+        0,
+        "losses"
+    );
+    ca.shutdown().await;
+    cb.shutdown().await;
+    r
+}
+
+async fn history_table(redis: &RedisServer, quick: bool) {
+    let (rounds, paced, burst) = if quick {
+        (1, 100, 500)
+    } else {
+        (5, 2_000, 20_000)
+    };
+    let mut rows: [Vec<[f64; 6]>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..rounds {
+        for history in [false, true] {
+            let mut r = history_round(redis, history, paced, burst, &format!("{i}{history}")).await;
+            rows[usize::from(history)].push([
+                pct(&mut r.local, 0.5),
+                pct(&mut r.local, 0.99),
+                pct(&mut r.remote, 0.5),
+                pct(&mut r.remote, 0.99),
+                r.burst_secs * 1e6 / burst as f64,
+                r.redis_cpu_ticks as f64 * 1e4 / burst as f64,
+            ]);
+        }
+    }
+    let med = |h: usize, k: usize| median(rows[h].iter().map(|r| r[k]).collect());
+    println!();
+    println!(
+        "| 2 nodes, 10 + 10 members, {paced} paced at {RATE}/s then a burst of {burst} (median of {rounds} interleaved rounds) | plain room | room with history (script) | difference | ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let names = [
+        "publisher's node p50 latency (ms)",
+        "publisher's node p99 latency (ms)",
+        "other node p50 latency (ms)",
+        "other node p99 latency (ms)",
+        "burst wall time per publish (µs)",
+        "Redis CPU per publish (µs)",
+    ];
+    for (k, name) in names.iter().enumerate() {
+        let (p, h) = (med(0, k), med(1, k));
+        println!(
+            "| {name} | {p:.3} | {h:.3} | {:+.3} | {:.2}× |",
+            h - p,
+            h / p.max(1e-9)
+        );
+    }
+}
+
+/// Time to recover `missed` messages: on a node with no member in the room (read from Redis)
+/// and on the publisher's node (its ring covers it), in the same rounds.
+async fn recovery_table(redis: &RedisServer, quick: bool) {
+    let (rounds, missed) = if quick { (2, 100u64) } else { (15, 1_000u64) };
+    let (a, b) = (history_hub(), history_hub());
+    let ca = RedisCluster::start(&a, config(&redis.url(), "ra")).expect("a");
+    let cb = RedisCluster::start(&b, config(&redis.url(), "rb")).expect("b");
+    assert!(ca.ready(Duration::from_secs(10)).await && cb.ready(Duration::from_secs(10)).await);
+    let (mut from_redis, mut from_ring) = (Vec::new(), Vec::new());
+    let pad = "x".repeat(60);
+    for k in 0..rounds {
+        let room = format!("h:rec{k}");
+        let (tx, mut watch) = channel(QueueConfig::default().max_messages(1 << 14));
+        let w = a.next_socket_id();
+        a.register(WebSocket::new(w.clone(), tx))
+            .await
+            .expect("register");
+        a.join_room(&w, &room).await.expect("join");
+        assert!(ca.synced(Duration::from_secs(10)).await);
+        a.broadcast_to_room(&room, SocketMessage::text("first"))
+            .await
+            .expect("first");
+        watch.recv().await.expect("first back");
+        // The ring's top moves right after the fan-out that queued "first".
+        let since = loop {
+            let p = a.room_position(&room).expect("history room");
+            if p.offset == 1 {
+                break p;
+            }
+            tokio::task::yield_now().await;
+        };
+        for _ in 0..missed {
+            a.broadcast_to_room(&room, SocketMessage::text(pad.clone()))
+                .await
+                .expect("b");
+        }
+        for _ in 0..missed {
+            watch.recv().await.expect("watched");
+        }
+        for (hub, out) in [(&b, &mut from_redis), (&a, &mut from_ring)] {
+            let (tx, mut rx) = channel(QueueConfig::default().max_messages(1 << 14));
+            let id = hub.next_socket_id();
+            hub.register(WebSocket::new(id.clone(), tx))
+                .await
+                .expect("register");
+            let t0 = Instant::now();
+            let r = hub
+                .join_room_since(&id, &room, Some(since))
+                .await
+                .expect("join");
+            let took = t0.elapsed();
+            let stats = if std::ptr::eq(hub, &b) {
+                cb.stats()
+            } else {
+                ca.stats()
+            };
+            assert!(
+                r.recovered && r.replayed == missed,
+                "round {k}: {r:?} {stats:?}"
+            );
+            for _ in 0..missed {
+                rx.try_recv().expect("replayed in the queue");
+            }
+            out.push(took.as_secs_f64() * 1e3);
+            hub.unregister(&id).await;
+        }
+        a.unregister(&w).await;
+    }
+    let (redis_ms, ring_ms) = (median(from_redis), median(from_ring));
+    println!();
+    println!("| recover {missed} missed messages (median of {rounds}) | ms |");
+    println!("|---|---:|");
+    println!("| on a node without members in the room (XRANGE from Redis) | {redis_ms:.3} |");
+    println!("| on a node that has listened all along (its ring) | {ring_ms:.3} |");
+    ca.shutdown().await;
+    cb.shutdown().await;
 }

@@ -84,7 +84,9 @@
 //! count, `--history 0` turns it off). A client remembers the `epoch` and `offset` of the last
 //! message it saw and rejoins with them as `since` after a reconnect: it receives exactly the
 //! frames it missed (messages and presence diffs), in order, then the live stream.
-//! A rejoiner gets a fresh `presence_state` in the next window like any joiner.
+//! A rejoiner gets a fresh `presence_state` in the next window like any joiner. With
+//! `--redis` the positions are Redis's, the same on every node: a client may rejoin on any
+//! node (a Redis restart changes the epoch: "recovered":false).
 //!
 //! Joining a room you are in does nothing. Leaving or messaging a room you are not in, bad
 //! JSON, an unknown action, a missing or mistyped field, and binary frames each get an error
@@ -671,13 +673,32 @@ pub async fn start(hub: &StreamHub, options: &Options) -> std::io::Result<Server
         .await
 }
 
-/// The chat's history: every room, `messages` messages (0: none), 5 minutes.
+/// The chat's history: every room, `messages` messages (0: none), 5 minutes. With `--redis`
+/// the offsets are assigned in Redis, after `publish` built the frame (without a position):
+/// [`stamp_position`] then adds them on every node.
 pub fn chat_history(messages: usize) -> HistoryConfig {
-    let config = HistoryConfig::default().max_messages(messages);
+    let config = HistoryConfig::default()
+        .max_messages(messages)
+        .stamp(stamp_position);
     if messages == 0 {
         config
     } else {
         config.prefix("")
+    }
+}
+
+/// Adds `"epoch":E,"offset":O` to a JSON object frame that has no position yet (the same
+/// fields, in the same place, as [`At`] in a frame built with its position).
+pub fn stamp_position(pos: StreamPosition, msg: &SocketMessage) -> SocketMessage {
+    match msg.as_text().and_then(|t| t.strip_suffix('}')) {
+        Some(head) if !head.contains(r#""offset":"#) => {
+            let sep = if head.ends_with('{') { "" } else { "," };
+            SocketMessage::text(format!(
+                r#"{head}{sep}"epoch":{},"offset":{}}}"#,
+                pos.epoch, pos.offset
+            ))
+        }
+        _ => msg.clone(),
     }
 }
 

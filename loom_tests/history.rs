@@ -93,3 +93,72 @@ fn j_history_seam_one_publisher() {
 fn j_history_seam_two_publishers() {
     seam(2, 1);
 }
+
+/// The cluster's epoch in the models below (any non-zero value).
+const EPOCH: u64 = 7;
+
+fn redis_pos(offset: u64) -> StreamPosition {
+    StreamPosition::new(EPOCH, offset)
+}
+
+/// (k) Cluster ring: the node's subscriber delivers the Redis offsets 2 and 3 while a client
+/// that has 1 joins through the ring (the room has a local member, so the ring is trusted):
+/// it gets exactly 2 and 3, and the member 1, 2, 3.
+#[test]
+fn k_cluster_ring_seam() {
+    model(|| {
+        let hub = history_hub();
+        let mut rx_a = registered(&hub, "a");
+        let mut rx_b = registered(&hub, "b");
+        block_on(hub.join_room("a", "r")).unwrap();
+        hub.loom_deliver_history("r", redis_pos(1), numbered(redis_pos(1)));
+        let h = hub.clone();
+        let subscriber = thread::spawn(move || {
+            for offset in 2..=3 {
+                h.loom_deliver_history("r", redis_pos(offset), numbered(redis_pos(offset)));
+            }
+        });
+        let recovery = hub
+            .loom_join_covered("b", "r", redis_pos(1), false)
+            .expect("the ring covers it");
+        subscriber.join().unwrap();
+        assert!(recovery.recovered, "{recovery:?}");
+        assert_eq!(
+            offsets(&mut rx_b),
+            [2, 3],
+            "joiner: gap or duplicate ({recovery:?})"
+        );
+        assert_eq!(offsets(&mut rx_a), [1, 2, 3], "member: order");
+        block_on(hub.unregister("a")).unwrap();
+        block_on(hub.unregister("b")).unwrap();
+    });
+}
+
+/// (k) Cluster seed: no local member; offsets 1 and 2 are in flight to the node's subscriber
+/// (the joiner already read them from Redis) and 3 follows. The joiner joins at 2 through
+/// the ring — covered, or seeded when the ring is behind — and gets exactly 3.
+#[test]
+fn k_cluster_ring_seed() {
+    model(|| {
+        let hub = history_hub();
+        let mut rx_b = registered(&hub, "b");
+        let h = hub.clone();
+        let subscriber = thread::spawn(move || {
+            for offset in 1..=3 {
+                h.loom_deliver_history("r", redis_pos(offset), numbered(redis_pos(offset)));
+            }
+        });
+        let recovery = hub
+            .loom_join_covered("b", "r", redis_pos(2), true)
+            .expect("covered or seeded");
+        subscriber.join().unwrap();
+        assert!(recovery.recovered, "{recovery:?}");
+        assert_eq!(
+            offsets(&mut rx_b),
+            [3],
+            "joiner: gap or duplicate ({recovery:?})"
+        );
+        assert_eq!(hub.room_position("r").unwrap(), redis_pos(3));
+        block_on(hub.unregister("b")).unwrap();
+    });
+}

@@ -13,8 +13,66 @@
 //! work to a background task; never block on the network): the hub calls them on its message
 //! paths.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
 use crate::error::StreamError;
 use crate::message::SocketMessage;
+
+/// What [`ClusterLink::history_range`] returns: a boxed future (the trait stays object-safe).
+pub type HistoryFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<HistoryRange, StreamError>> + Send + 'a>>;
+
+/// A stretch of a room's shared history, read from the cluster's store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryRange {
+    /// The log's epoch now (0: the room has no log in the store).
+    pub epoch: u64,
+    /// The last offset assigned in that epoch.
+    pub top: u64,
+    /// Messages after the requested offset, in offset order (the store may have dropped the
+    /// oldest: then the first offset is not the one asked for).
+    pub entries: Vec<HistoryEntry>,
+}
+
+impl HistoryRange {
+    /// A range of `entries` in `epoch`, whose last assigned offset is `top`.
+    pub fn new(epoch: u64, top: u64, entries: Vec<HistoryEntry>) -> Self {
+        Self {
+            epoch,
+            top,
+            entries,
+        }
+    }
+}
+
+/// One message of a [`HistoryRange`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryEntry {
+    /// Its offset.
+    pub offset: u64,
+    /// How long ago it was published (by the store's clock).
+    pub age: Duration,
+    /// The message as published (not stamped).
+    pub msg: SocketMessage,
+    /// The socket the broadcast excluded.
+    pub except: Option<String>,
+}
+
+impl HistoryEntry {
+    /// The message `msg` at `offset`, published `age` ago, excluding `except`.
+    pub fn new(offset: u64, age: Duration, msg: SocketMessage, except: Option<String>) -> Self {
+        Self {
+            offset,
+            age,
+            msg,
+            except,
+        }
+    }
+}
 
 /// The socket a room broadcast excludes, as the origin node saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,4 +155,45 @@ pub trait ClusterLink: Send + Sync + 'static {
 
     /// Members `room` has on other nodes.
     fn remote_room_size(&self, room: &str) -> usize;
+
+    /// Whether this link keeps rooms' history itself (issue 13: offsets assigned by the
+    /// shared store, so they mean the same on every node). If it does, the hub hands every
+    /// message of a room with history to [`history_publish`](Self::history_publish) instead
+    /// of delivering it, and the link delivers it back through the hub — to this node's
+    /// members too — once its position is known. Default: `false` (positions are then per
+    /// node).
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// Publishes a message of a room with history (see
+    /// [`keeps_history`](Self::keeps_history)); the store assigns its offset. Returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::SendFailed`] (with the room's name) if it could not be handed on
+    /// (store unreachable, backlog full): the hub then delivers it to this node's members
+    /// only, without a position.
+    fn history_publish(
+        &self,
+        room: &str,
+        msg: &SocketMessage,
+        except: Option<Except<'_>>,
+    ) -> Result<(), StreamError> {
+        let _ = (msg, except);
+        Err(StreamError::SendFailed(room.to_string()))
+    }
+
+    /// Keeps this node listening to `room`'s messages while `hold` is on (even without local
+    /// members), so a joiner can read the store and then continue live without a gap.
+    fn history_hold(&self, room: &str, hold: bool) {
+        let _ = (room, hold);
+    }
+
+    /// Waits until this node listens to `room` (see [`history_hold`](Self::history_hold)),
+    /// then reads its history after `after` (at most `limit` messages).
+    fn history_range<'a>(&'a self, room: &'a str, after: u64, limit: usize) -> HistoryFuture<'a> {
+        let _ = (after, limit);
+        Box::pin(async move { Err(StreamError::SendFailed(room.to_string())) })
+    }
 }

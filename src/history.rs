@@ -30,6 +30,11 @@
 //!   meanwhile. Everything up to `delivered` went out before it was a member (it gets it from
 //!   the ring); everything after is delivered after it joined (it gets it live).
 //!
+//! **With a cluster** (feature `redis`) offsets come from Redis instead (`src/cluster/history.rs`):
+//! the node's subscriber is the ring's one writer ([`RoomLog::append_at`]: duplicates dropped, a
+//! new epoch or a gap starts the ring over), and a recovering joiner joins through the ring at
+//! the position it read up to from Redis ([`RoomLog::join_covered`]) under the same role.
+//!
 //! `loom_tests/history.rs` model-checks that seam through this code; `--cfg
 //! nucleus_loom_planted_bug_history` makes the joiner skip the deliverer role, and the model
 //! catches the gap that opens.
@@ -76,7 +81,24 @@ pub struct HistoryConfig {
     prefixes: Vec<String>,
     max_messages: usize,
     max_age: Duration,
+    stamp: Option<Stamp>,
 }
+
+/// An application's function that puts a message's position into its payload (see
+/// [`HistoryConfig::stamp`]).
+pub type StampFn = fn(StreamPosition, &SocketMessage) -> SocketMessage;
+
+/// A [`StampFn`], compared by address.
+#[derive(Clone, Copy, Debug)]
+struct Stamp(StampFn);
+
+impl PartialEq for Stamp {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for Stamp {}
 
 impl Default for HistoryConfig {
     /// No room has history; when enabled, 1,000 messages per room, kept up to 5 minutes.
@@ -85,6 +107,7 @@ impl Default for HistoryConfig {
             prefixes: Vec::new(),
             max_messages: 1_000,
             max_age: Duration::from_secs(300),
+            stamp: None,
         }
     }
 }
@@ -107,6 +130,48 @@ impl HistoryConfig {
     pub fn max_age(mut self, age: Duration) -> Self {
         self.max_age = age;
         self
+    }
+
+    /// The function that writes a message's position into its payload, run on the messages
+    /// of a room with history right after their offset is assigned: on one node for
+    /// [`broadcast_to_room`](crate::StreamHub::broadcast_to_room)`[_except]` (a message made
+    /// by [`publish_to_room`](crate::StreamHub::publish_to_room)'s `build`, which saw its
+    /// position, is left alone); with a cluster for every message, on every node, as it
+    /// comes back from Redis, where its offset is assigned. Without a stamp the payload is
+    /// left as the publisher made it.
+    ///
+    /// Why a hub-level function and not only the closure: a closure can only run in the
+    /// publishing process, before the offset is known; across a cluster the offset is known
+    /// only inside Redis, so each receiving node must write it in.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nucleus_stream::{HistoryConfig, SocketMessage, StreamPosition};
+    /// fn stamp(pos: StreamPosition, msg: &SocketMessage) -> SocketMessage {
+    ///     SocketMessage::text(format!("{}@{}", msg.as_text().unwrap_or(""), pos.offset))
+    /// }
+    /// let config = HistoryConfig::default().prefix("").stamp(stamp);
+    /// let out = config.stamped(StreamPosition::new(1, 7), SocketMessage::text("hi"));
+    /// assert_eq!(out, SocketMessage::text("hi@7"));
+    /// ```
+    pub fn stamp(mut self, stamp: StampFn) -> Self {
+        self.stamp = Some(Stamp(stamp));
+        self
+    }
+
+    /// `msg` with its position written in by the [`stamp`](Self::stamp) (unchanged without
+    /// one).
+    pub fn stamped(&self, pos: StreamPosition, msg: SocketMessage) -> SocketMessage {
+        match self.stamp {
+            Some(Stamp(stamp)) => stamp(pos, &msg),
+            None => msg,
+        }
+    }
+
+    /// Whether a [`stamp`](Self::stamp) is set.
+    pub fn has_stamp(&self) -> bool {
+        self.stamp.is_some()
     }
 
     /// Whether the room `name` keeps a history under this configuration.
@@ -203,7 +268,9 @@ impl Drop for Slot {
 
 /// A room's bounded log and its deliverer protocol (see the module docs).
 pub(crate) struct RoomLog {
-    epoch: u64,
+    /// The log's epoch. Invariant: changes only in [`reset`](Self::reset), by the deliverer-role
+    /// holder (cluster logs follow Redis's epoch); a single node's log never changes it.
+    epoch: AtomicU64,
     /// The last offset handed out. Invariant: only grows; offsets `1..=assigned` are taken.
     assigned: AtomicU64,
     /// The last offset fanned out to the live members. Invariant: written only by the holder
@@ -220,7 +287,7 @@ pub(crate) struct RoomLog {
     max_age: Duration,
 }
 
-fn fresh_epoch() -> u64 {
+pub(crate) fn fresh_epoch() -> u64 {
     // A random 63-bit value (JSON-safe as an integer up to 2^63; never 0): std's randomly keyed
     // hasher over the clock and a process-wide counter.
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -242,7 +309,7 @@ impl RoomLog {
         let max_messages = config.max_messages.max(1);
         let capacity = (2 * max_messages).next_power_of_two();
         Self {
-            epoch,
+            epoch: AtomicU64::new(epoch),
             assigned: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
@@ -262,7 +329,14 @@ impl RoomLog {
     /// The last delivered position (what a joiner without `since` starts after).
     pub(crate) fn position(&self) -> StreamPosition {
         // ORDERING: Acquire pairs with the deliverer's Release store; a snapshot value.
-        StreamPosition::new(self.epoch, self.delivered.load(Ordering::Acquire))
+        StreamPosition::new(self.epoch(), self.delivered.load(Ordering::Acquire))
+    }
+
+    fn epoch(&self) -> u64 {
+        // ORDERING: written only by the role holder (whose hand-over through `pending` orders
+        // it for the next holder); publishers of a single node's log read a value that never
+        // changes.
+        self.epoch.load(Ordering::Relaxed)
     }
 
     fn slot(&self, offset: u64) -> &Slot {
@@ -307,7 +381,7 @@ impl RoomLog {
         while offset > self.delivered.load(Ordering::Acquire) + self.headroom {
             spin_hint();
         }
-        let pos = StreamPosition::new(self.epoch, offset);
+        let pos = StreamPosition::new(self.epoch(), offset);
         let msg = build(pos);
         let slot = self.slot(offset);
         let raw = Box::into_raw(Box::new(Stored {
@@ -395,7 +469,7 @@ impl RoomLog {
         let outcome = joined.map(|joined| {
             // ORDERING: we hold the role, so `delivered` is stable and ours to read.
             let top = self.delivered.load(Ordering::Acquire);
-            let position = StreamPosition::new(self.epoch, top);
+            let position = StreamPosition::new(self.epoch(), top);
             let (recovered, replayed) = match since {
                 // Already a member: it has had everything live; nothing to replay.
                 None => (false, 0),
@@ -428,10 +502,149 @@ impl RoomLog {
         outcome
     }
 
+    /// Takes the deliverer role (waits for the current holder's batch).
+    fn take_role(&self) {
+        // ORDERING: AcqRel/Acquire: taking the role orders the previous holder's `delivered`
+        // store, epoch and the slots it served before our reads.
+        while self
+            .pending
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            spin_hint();
+        }
+    }
+
+    /// Starts the ring over at `(epoch, base)`: nothing kept, the next offset is `base + 1`.
+    /// Called by the role holder of a cluster log only (no publisher assigns offsets on it).
+    fn reset(&self, epoch: u64, base: u64) {
+        for slot in self.slots.iter() {
+            // ORDERING: read only by role holders, which the role hand-over orders after us.
+            slot.offset.store(0, Ordering::Relaxed);
+        }
+        // ORDERING: see `epoch()`.
+        self.epoch.store(epoch, Ordering::Relaxed);
+        // ORDERING: only uniqueness matters (and a cluster log has no local publisher).
+        self.assigned.store(base, Ordering::Relaxed);
+        // ORDERING: Release pairs with joiners' Acquire loads.
+        self.delivered.store(base, Ordering::Release);
+    }
+
+    /// Cluster logs: appends the message Redis put at `pos` and delivers it, in the order the
+    /// node's subscription receives them. A message at or below the ring's top in the same
+    /// epoch is a duplicate and dropped; another epoch, or a gap (the subscription missed
+    /// messages), starts the ring over just below `pos`. Returns whether it was delivered and
+    /// what the delivery reached. Takes the deliverer role, so it may wait for a joiner's
+    /// replay from the ring (never for I/O).
+    #[cfg_attr(not(any(feature = "redis", nucleus_loom)), allow(dead_code))]
+    pub(crate) fn append_at(
+        &self,
+        pos: StreamPosition,
+        msg: SocketMessage,
+        except: Option<Arc<SocketEntry>>,
+        deliver: &dyn Fn(&SocketMessage, *const SocketEntry) -> BroadcastReport,
+    ) -> Option<BroadcastReport> {
+        if pos.offset == 0 {
+            return None;
+        }
+        self.take_role();
+        // ORDERING: we hold the role.
+        let top = self.delivered.load(Ordering::Acquire);
+        if pos.epoch == self.epoch() && pos.offset <= top {
+            self.serve(1, deliver);
+            return None;
+        }
+        if pos.epoch != self.epoch() || pos.offset != top + 1 {
+            self.reset(pos.epoch, pos.offset - 1);
+        }
+        // ORDERING: see `reset`.
+        self.assigned.store(pos.offset, Ordering::Relaxed);
+        let raw = Box::into_raw(Box::new(Stored {
+            at: Instant::now(),
+            msg,
+            except,
+        }));
+        let slot = self.slot(pos.offset);
+        // ORDERING: as in `publish`.
+        let old = slot.stored.swap(raw, Ordering::AcqRel);
+        // ORDERING: as in `publish`.
+        slot.offset.store(pos.offset, Ordering::Release);
+        if !old.is_null() {
+            // SAFETY: `old` came from `Box::into_raw` and was swapped out exactly once; we hold
+            // the role and it held `pos.offset - capacity` (or a reset's leftover), outside
+            // every reader's range, and readers only read while holding the role.
+            drop(unsafe { Box::from_raw(old) });
+        }
+        Some(self.serve(1, deliver))
+    }
+
+    /// Cluster logs: joins at `since` if the ring covers it (replaying `(since, top]` from
+    /// the ring, then live). `idle()` says whether the room has no local member: then the
+    /// node may not have listened to the room meanwhile, so without `seed` (the caller has
+    /// not read up to `since` from Redis while holding the subscription) the ring is not
+    /// trusted. With `seed`, if the ring is behind `since` or in another epoch and idle, it
+    /// starts over at `since` and the socket joins there. Otherwise returns `Ok(None)`
+    /// without joining.
+    pub(crate) fn join_covered<E>(
+        &self,
+        since: StreamPosition,
+        seed: bool,
+        idle: impl FnOnce() -> bool,
+        join: impl FnOnce() -> Result<bool, E>,
+        mut replay: impl FnMut(&SocketMessage),
+        deliver: &dyn Fn(&SocketMessage, *const SocketEntry) -> BroadcastReport,
+    ) -> Result<Option<Recovery>, E> {
+        // PLANTED BUG (`--cfg nucleus_loom_planted_bug_history` only): as in `join_since`, the
+        // joiner does not take the role; loom_tests/history.rs's cluster models must fail.
+        #[cfg(not(nucleus_loom_planted_bug_history))]
+        self.take_role();
+        // ORDERING: we hold the role.
+        let mut top = self.delivered.load(Ordering::Acquire);
+        let idle = idle();
+        if !self.covered(since, top) || (!seed && idle) {
+            let behind = since.epoch != self.epoch() || since.offset > top;
+            if seed && behind && idle {
+                self.reset(since.epoch, since.offset);
+                top = since.offset;
+            } else {
+                self.release(deliver);
+                return Ok(None);
+            }
+        }
+        let outcome = join().map(|joined| {
+            let mut replayed = 0;
+            if joined {
+                for offset in since.offset + 1..=top {
+                    // SAFETY: we hold the role and `covered` checked the range.
+                    if let Some(stored) = unsafe { self.read(offset) } {
+                        replay(&stored.msg);
+                        replayed += 1;
+                    }
+                }
+            }
+            Some(Recovery {
+                recovered: joined,
+                replayed,
+                position: StreamPosition::new(self.epoch(), top),
+                joined,
+            })
+        });
+        self.release(deliver);
+        outcome
+    }
+
+    /// Hands the role on (serving what was published meanwhile), after `join_covered`.
+    fn release(&self, deliver: &dyn Fn(&SocketMessage, *const SocketEntry) -> BroadcastReport) {
+        #[cfg(not(nucleus_loom_planted_bug_history))]
+        self.serve(1, deliver);
+        #[cfg(nucleus_loom_planted_bug_history)]
+        let _ = deliver;
+    }
+
     /// Whether every message in `(since, top]` is in the ring and young enough. Called by the
     /// role holder (so `top == delivered` does not move).
     fn covered(&self, since: StreamPosition, top: u64) -> bool {
-        if since.epoch != self.epoch || since.offset > top {
+        if since.epoch != self.epoch() || since.offset > top {
             return false;
         }
         if since.offset == top {

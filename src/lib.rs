@@ -65,7 +65,7 @@ pub mod axum;
 pub use disconnect::{Disconnect, DisconnectReason, Unregistered};
 pub use error::StreamError;
 pub use handler::StreamHandler;
-pub use history::{HistoryConfig, Recovery, StreamPosition};
+pub use history::{HistoryConfig, Recovery, StampFn, StreamPosition};
 pub use hub::{HubConfig, HubStats, Published, StreamHub};
 pub use message::{SocketMessage, Utf8Bytes};
 pub use presence_events::{

@@ -26,9 +26,11 @@ use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::envelope::{self, DecodeError, FLAG_EXCEPT_LOCAL, Kind, Outgoing};
+use super::envelope::{self, DecodeError, FLAG_EXCEPT_LOCAL, FLAG_POSITION, Kind, Outgoing};
+use super::history;
 use super::link::{Counters, GOODBYE, Outbound, Shared};
 use super::presence::{self, Announcement, OP_FULL, OP_GOODBYE, OP_HELLO, State};
+use crate::history::StreamPosition;
 use crate::hub::StreamHub;
 use crate::sync::{Ordering, lock};
 
@@ -93,24 +95,46 @@ fn is_data(kind: Kind) -> bool {
 /// Counts items that could not be published: data items as failed publishes; presence and
 /// probes are re-sent after reconnecting, so they are only dropped. A discarded data item
 /// still takes its sequence number, so receivers see the loss as a gap too.
-fn fail(shared: &Shared, items: &[Outbound]) {
+fn fail(shared: &Shared, hub: &StreamHub, items: &[Outbound]) {
     let data = items.iter().filter(|i| is_data(i.kind)).count() as u64;
     Counters::bump(&shared.counters.publish_failed, data);
+    for item in items {
+        unlogged(shared, hub, item);
+    }
+}
+
+/// A message of a room with history that did not get through Redis still reaches this
+/// node's members: live only, without a position, not in the log (and counted).
+fn unlogged(shared: &Shared, hub: &StreamHub, item: &Outbound) {
+    if item.flags & FLAG_POSITION == 0 {
+        return;
+    }
+    let msg = if item.flags & envelope::FLAG_BINARY != 0 {
+        crate::message::SocketMessage::Binary(item.payload.clone())
+    } else {
+        match crate::message::Utf8Bytes::try_from_bytes(item.payload.clone()) {
+            Ok(text) => crate::message::SocketMessage::Text(text),
+            Err(_) => return,
+        }
+    };
+    Counters::bump(&shared.counters.history_unlogged, 1);
+    hub.deliver_room(&item.target, &msg, item.except.as_deref());
 }
 
 /// Discards items while Redis is unreachable (see [`fail`]), consuming their sequence
 /// numbers.
-fn discard(shared: &Shared, seqs: &mut Sequences, item: Outbound) {
+fn discard(shared: &Shared, hub: &StreamHub, seqs: &mut Sequences, item: Outbound) {
     if is_data(item.kind) {
         seqs.next(&channel_of(shared, &item));
     }
-    fail(shared, &[item]);
+    fail(shared, hub, &[item]);
 }
 
 /// The publisher task.
 pub(crate) async fn publisher(
     client: Client,
     shared: StrArc<Shared>,
+    hub: StreamHub,
     mut data: mpsc::Receiver<Outbound>,
     mut control: mpsc::UnboundedReceiver<Outbound>,
 ) {
@@ -133,11 +157,11 @@ pub(crate) async fn publisher(
                     tokio::select! {
                         _ = &mut sleep => break,
                         item = data.recv() => match item {
-                            Some(item) => discard(&shared, &mut seqs, item),
+                            Some(item) => discard(&shared, &hub, &mut seqs, item),
                             None => return,
                         },
                         item = control.recv() => match item {
-                            Some(item) => discard(&shared, &mut seqs, item),
+                            Some(item) => discard(&shared, &hub, &mut seqs, item),
                             None => return,
                         },
                     }
@@ -147,6 +171,14 @@ pub(crate) async fn publisher(
             }
         };
         backoff = shared.config.reconnect_min;
+        let mut sha = None;
+        if shared.history.is_enabled() {
+            sha = history::load(&shared, &mut conn).await;
+            if sha.is_none() {
+                warn!(node = %shared.node, "cluster publisher: SCRIPT LOAD failed; history publishes will fail");
+            }
+            *lock(&shared.reader) = Some(conn.clone());
+        }
         Counters::bump(&shared.counters.publisher_connects, 1);
         Shared::set_flag(&shared.publisher_up, true);
         // A (re)connected publisher re-announces this node.
@@ -180,8 +212,13 @@ pub(crate) async fn publisher(
                 // After the goodbye nothing may re-announce this node.
                 batch.retain(|i| i.kind != Kind::Presence || i.probe == GOODBYE);
             }
+            let has_history = batch.iter().any(|i| i.flags & FLAG_POSITION != 0);
+            let mut failed_in_batch = 0u64;
             let mut pipe = redis::pipe();
-            for item in &batch {
+            // History envelopes (index in the batch, channel, bytes), kept for a re-send
+            // after NOSCRIPT.
+            let mut scripted: Vec<(usize, String, bytes::Bytes)> = Vec::new();
+            for (index, item) in batch.iter().enumerate() {
                 let channel = channel_of(&shared, item);
                 let probe_nonce;
                 let payload: &[u8] = if item.kind == Kind::Probe {
@@ -200,17 +237,102 @@ pub(crate) async fn publisher(
                     payload,
                 }
                 .encode();
-                pipe.cmd("PUBLISH").arg(channel).arg(&env[..]).ignore();
+                if item.flags & FLAG_POSITION != 0 {
+                    let mut env = bytes::BytesMut::from(&env[..]);
+                    env[4] |= FLAG_POSITION;
+                    let env = env.freeze();
+                    history::push_publish(
+                        &mut pipe,
+                        &shared,
+                        sha.as_deref().unwrap_or(""),
+                        &channel,
+                        &item.target,
+                        &env,
+                    );
+                    scripted.push((index, channel, env));
+                } else {
+                    pipe.cmd("PUBLISH").arg(channel).arg(&env[..]);
+                    if !has_history {
+                        pipe.ignore();
+                    }
+                }
             }
-            let sent = tokio::time::timeout(
-                shared.config.command_timeout,
-                pipe.query_async::<()>(&mut conn),
-            )
-            .await;
+            let sent = if has_history {
+                // Per-command results: a NOSCRIPT (Redis lost its script cache without
+                // dropping the connection) fails only the scripted publishes, which are sent
+                // again after SCRIPT LOAD (they were not run, so nothing is duplicated).
+                pipe.ignore_errors();
+                let results = tokio::time::timeout(
+                    shared.config.command_timeout,
+                    pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn),
+                )
+                .await;
+                match results {
+                    Ok(Ok(results)) => {
+                        let noscript = |r: &redis::RedisResult<redis::Value>| {
+                            r.as_ref().is_err_and(|e| {
+                                e.kind()
+                                    == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                            })
+                        };
+                        let retry: Vec<_> = scripted
+                            .iter()
+                            .filter(|(index, _, _)| results.get(*index).is_some_and(noscript))
+                            .collect();
+                        let mut failed = results.iter().filter(|r| r.is_err()).count() as u64;
+                        for (index, _, _) in &scripted {
+                            let result = results.get(*index);
+                            if result.is_none_or(|r| r.is_err() && !noscript(r)) {
+                                unlogged(&shared, &hub, &batch[*index]);
+                            }
+                        }
+                        if !retry.is_empty() {
+                            sha = history::load(&shared, &mut conn).await;
+                            let mut again = redis::pipe();
+                            for (index, channel, env) in &retry {
+                                history::push_publish(
+                                    &mut again,
+                                    &shared,
+                                    sha.as_deref().unwrap_or(""),
+                                    channel,
+                                    &batch[*index].target,
+                                    env,
+                                );
+                            }
+                            failed -= retry.len() as u64;
+                            let resent = tokio::time::timeout(
+                                shared.config.command_timeout,
+                                again.query_async::<()>(&mut conn),
+                            )
+                            .await;
+                            if !matches!(resent, Ok(Ok(()))) {
+                                failed += retry.len() as u64;
+                                for (index, _, _) in &retry {
+                                    unlogged(&shared, &hub, &batch[*index]);
+                                }
+                            }
+                        }
+                        Counters::bump(&shared.counters.publish_failed, failed);
+                        failed_in_batch = failed;
+                        Ok(Ok(()))
+                    }
+                    Ok(Err(e)) => Ok(Err(e)),
+                    Err(e) => Err(e),
+                }
+            } else {
+                tokio::time::timeout(
+                    shared.config.command_timeout,
+                    pipe.query_async::<()>(&mut conn),
+                )
+                .await
+            };
             match sent {
                 Ok(Ok(())) => {
                     let data_n = batch.iter().filter(|i| is_data(i.kind)).count() as u64;
-                    Counters::bump(&shared.counters.published, data_n);
+                    Counters::bump(
+                        &shared.counters.published,
+                        data_n.saturating_sub(failed_in_batch),
+                    );
                     if batch
                         .iter()
                         .any(|i| i.kind == Kind::Presence && i.probe == GOODBYE)
@@ -231,8 +353,9 @@ pub(crate) async fn publisher(
                         }
                         _ => warn!(node = %shared.node, "cluster publish timed out"),
                     }
-                    fail(&shared, &batch);
+                    fail(&shared, &hub, &batch);
                     Shared::set_flag(&shared.publisher_up, false);
+                    *lock(&shared.reader) = None;
                     break;
                 }
             }
@@ -468,6 +591,29 @@ fn handle(
             let except = env.except.filter(|_| env.flags & FLAG_EXCEPT_LOCAL == 0);
             hub.deliver_rooms(&broadcast.rooms, &broadcast.msg, except);
         }
+        Kind::Room if env.position.is_some() => {
+            // A message of a room with history: every node delivers it from here, its
+            // publisher's included, in Redis's (offset) order.
+            if channel != shared.room_channel(env.target) {
+                return bad();
+            }
+            let Ok(msg) = envelope::message(&env) else {
+                return bad();
+            };
+            if !own {
+                Counters::bump(&shared.counters.received, 1);
+            }
+            let missed = received.check(channel, env.origin, env.seq);
+            if missed > 0 {
+                Counters::bump(&shared.counters.gaps, missed);
+            }
+            let (epoch, offset) = env.position.unwrap_or_default();
+            // The origin excludes its socket by id; other nodes only if it is not local there.
+            let except = env
+                .except
+                .filter(|_| own || env.flags & FLAG_EXCEPT_LOCAL == 0);
+            hub.deliver_history(env.target, StreamPosition::new(epoch, offset), msg, except);
+        }
         Kind::Room | Kind::Direct | Kind::User | Kind::All => {
             if own {
                 return;
@@ -559,7 +705,11 @@ pub(crate) async fn subscriber(
             let was_full = full;
             let rooms: Vec<String> = if full {
                 lock(&shared.dirty).subscriptions.clear();
-                hub.local_rooms().into_iter().map(|(r, _)| r).collect()
+                let mut rooms: Vec<String> =
+                    hub.local_rooms().into_iter().map(|(r, _)| r).collect();
+                // Rooms a recovery holds subscribed without local members.
+                rooms.extend(lock(&shared.held).keys().cloned());
+                rooms
             } else {
                 lock(&shared.dirty).subscriptions.drain().collect()
             };
@@ -567,7 +717,7 @@ pub(crate) async fn subscriber(
             let mut add = Vec::new();
             let mut remove = Vec::new();
             for room in rooms {
-                let want = hub.local_room_size(&room) > 0;
+                let want = hub.local_room_size(&room) > 0 || shared.is_held(&room);
                 match (want, actual.contains(&room)) {
                     (true, false) => add.push(room),
                     (false, true) => remove.push(room),
@@ -608,6 +758,7 @@ pub(crate) async fn subscriber(
                 .subscribed_rooms
                 .store(actual.len() as u64, Ordering::Relaxed);
             shared.subs_applied.fetch_max(requested, Ordering::Relaxed);
+            shared.subs_done.notify_waiters();
             // Serve messages until there is something to reconcile.
             loop {
                 tokio::select! {

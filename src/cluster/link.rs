@@ -10,11 +10,12 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 
 use super::ClusterConfig;
-use super::envelope::{FLAG_BINARY, FLAG_EXCEPT_LOCAL, Kind};
+use super::envelope::{FLAG_BINARY, FLAG_EXCEPT_LOCAL, FLAG_POSITION, Kind};
 use super::events::ClusterPresence;
 use super::presence::Replica;
-use crate::cluster_link::{ClusterLink, Except};
+use crate::cluster_link::{ClusterLink, Except, HistoryFuture};
 use crate::error::StreamError;
+use crate::history::HistoryConfig;
 use crate::hub::StreamHub;
 use crate::message::SocketMessage;
 use crate::socket_id::node_of;
@@ -55,6 +56,7 @@ pub(crate) struct Counters {
     pub(crate) subscriber_connects: AtomicU64,
     pub(crate) probe_stalls: AtomicU64,
     pub(crate) nodes_expired: AtomicU64,
+    pub(crate) history_unlogged: AtomicU64,
 }
 
 impl Counters {
@@ -101,6 +103,8 @@ pub(crate) struct Shared {
     pub(crate) announce: Notify,
     /// Asks the subscriber to drop its connection and build a new one.
     pub(crate) rebuild_subscriber: Notify,
+    /// Woken (all waiters) each time the subscriber has applied subscription changes.
+    pub(crate) subs_done: Notify,
     /// Subscription changes requested so far (bumped with each `dirty.subscriptions` insert).
     pub(crate) subs_requested: AtomicU64,
     /// The `subs_requested` value the subscriber has fully applied (only grows).
@@ -126,10 +130,16 @@ pub(crate) struct Shared {
     pub(crate) goodbye_sent: AtomicU64,
     /// 1 once the node is shut down: hooks do nothing, queries see no other node.
     pub(crate) detached: AtomicU64,
+    /// The hub's history settings (which rooms' logs live in Redis, their bounds).
+    pub(crate) history: HistoryConfig,
+    /// Rooms held subscribed for a recovery in progress (room → holders).
+    pub(crate) held: Mutex<HashMap<String, usize>>,
+    /// The publisher's current connection, for recovery reads (`None` while down).
+    pub(crate) reader: Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 impl Shared {
-    pub(crate) fn new(node: StrArc<str>, config: ClusterConfig) -> Self {
+    pub(crate) fn new(node: StrArc<str>, config: ClusterConfig, history: HistoryConfig) -> Self {
         Self {
             node,
             config,
@@ -142,6 +152,7 @@ impl Shared {
             resync: Notify::new(),
             announce: Notify::new(),
             rebuild_subscriber: Notify::new(),
+            subs_done: Notify::new(),
             subs_requested: AtomicU64::new(0),
             subs_applied: AtomicU64::new(0),
             subscribed_rooms: AtomicU64::new(0),
@@ -158,7 +169,39 @@ impl Shared {
             ),
             goodbye_sent: AtomicU64::new(0),
             detached: AtomicU64::new(0),
+            history,
+            held: Mutex::new(HashMap::new()),
+            reader: Mutex::new(None),
         }
+    }
+
+    /// The keys of `room`'s history: its epoch, its last offset and its stream (the room in a
+    /// hash tag, so the three live in one slot of a Redis Cluster).
+    pub(crate) fn history_keys(&self, room: &str) -> [String; 3] {
+        let p = &self.config.prefix;
+        [
+            format!("{p}:history:{{{room}}}:epoch"),
+            format!("{p}:history:{{{room}}}:offset"),
+            format!("{p}:history:{{{room}}}:stream"),
+        ]
+    }
+
+    /// Whether a recovery holds `room` subscribed.
+    pub(crate) fn is_held(&self, room: &str) -> bool {
+        lock(&self.held).contains_key(room)
+    }
+
+    /// Marks `room`'s subscription for the subscriber to reconcile.
+    pub(crate) fn touch_subscription(&self, room: &str) {
+        {
+            let mut dirty = lock(&self.dirty);
+            if !dirty.subscriptions.contains(room) {
+                dirty.subscriptions.insert(room.to_string());
+            }
+            // ORDERING: inside the dirty lock, which the subscriber takes before reading it.
+            self.subs_requested.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake_subscriber.notify_one();
     }
 
     pub(crate) fn flag(cell: &AtomicU64) -> bool {
@@ -410,5 +453,59 @@ impl ClusterLink for RedisLink {
             return 0;
         }
         self.shared.replica().room_size(room)
+    }
+
+    fn keeps_history(&self) -> bool {
+        self.shared.history.is_enabled()
+    }
+
+    fn history_publish(
+        &self,
+        room: &str,
+        msg: &SocketMessage,
+        except: Option<Except<'_>>,
+    ) -> Result<(), StreamError> {
+        if self.shared.is_detached() {
+            return Err(StreamError::SendFailed(room.to_string()));
+        }
+        // Down (either connection): the message would not come back to this node; fail fast
+        // so the hub delivers it locally.
+        if !(Shared::flag(&self.shared.publisher_up) && Shared::flag(&self.shared.subscriber_up)) {
+            Counters::bump(&self.shared.counters.history_unlogged, 1);
+            return Err(StreamError::SendFailed(room.to_string()));
+        }
+        let mut item = Self::outbound(Kind::Room, room, msg);
+        item.flags |= FLAG_POSITION;
+        if let Some(except) = except {
+            item.except = Some(except.socket_id.into());
+            if except.local {
+                item.flags |= FLAG_EXCEPT_LOCAL;
+            }
+        }
+        if self.enqueue(item) {
+            Ok(())
+        } else {
+            Counters::bump(&self.shared.counters.history_unlogged, 1);
+            Err(StreamError::SendFailed(room.to_string()))
+        }
+    }
+
+    fn history_hold(&self, room: &str, hold: bool) {
+        {
+            let mut held = lock(&self.shared.held);
+            if hold {
+                *held.entry(room.to_string()).or_insert(0) += 1;
+            } else if let Some(n) = held.get_mut(room) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(room);
+                }
+            }
+        }
+        self.shared.touch_subscription(room);
+    }
+
+    fn history_range<'a>(&'a self, room: &'a str, after: u64, limit: usize) -> HistoryFuture<'a> {
+        Box::pin(super::history::range(&self.shared, room, after, limit))
     }
 }

@@ -80,13 +80,18 @@
 //!
 //! The envelope (see `envelope.rs`) is versioned binary: magic `NS`, version, kind, flags,
 //! sequence number, and an epoch and offset at fixed positions reserved for room history
-//! (issue 13): a history room's publish becomes one script that assigns the offset in a Redis
-//! Stream, writes it into the envelope and publishes — still one command per broadcast, in
-//! the same pipeline, so ordering is unchanged.
+//! (issue 13): a history room's publish is one script (`EVALSHA`) that assigns the offset,
+//! appends to the room's Redis Stream, writes epoch and offset into the envelope and
+//! publishes — still one command per broadcast, in the same pipeline. Every node, the
+//! publisher's included, delivers a history room's messages as they come back on its
+//! subscription, in offset order, and keeps them in its ring; a join with a position the
+//! ring does not cover reads the rest from the stream (`XRANGE`). Keys and script:
+//! `history.rs`; design and measurements: `docs/history.md`.
 
 mod backend;
 mod envelope;
 mod events;
+mod history;
 mod link;
 mod presence;
 
@@ -288,6 +293,10 @@ pub struct ClusterStats {
     pub probe_stalls: u64,
     /// Nodes forgotten because their TTL ran out.
     pub nodes_expired: u64,
+    /// Messages of rooms with history that could not go through Redis (a connection down,
+    /// or the backlog full): delivered to this node's members only, without a position and
+    /// not in the log (so not recoverable).
+    pub history_unlogged: u64,
     /// Room channels subscribed now.
     pub subscribed_rooms: u64,
     /// Other live nodes.
@@ -364,7 +373,11 @@ impl RedisCluster {
         if node.is_empty() || node.len() > 64 || node.contains('.') {
             return Err(ClusterError::InvalidNodeId(node));
         }
-        let shared = StrArc::new(Shared::new(StrArc::from(node), config.clone()));
+        let shared = StrArc::new(Shared::new(
+            StrArc::from(node),
+            config.clone(),
+            hub.config().history_config().clone(),
+        ));
         let (data_tx, data_rx) = mpsc::channel(config.backlog);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let link = RedisLink {
@@ -400,6 +413,7 @@ impl RedisCluster {
             runtime.spawn(backend::publisher(
                 client.clone(),
                 StrArc::clone(&shared),
+                hub.clone(),
                 data_rx,
                 control_rx,
             )),
@@ -448,6 +462,7 @@ impl RedisCluster {
             subscriber_connects: Counters::get(&c.subscriber_connects),
             probe_stalls: Counters::get(&c.probe_stalls),
             nodes_expired: Counters::get(&c.nodes_expired),
+            history_unlogged: Counters::get(&c.history_unlogged),
             subscribed_rooms: Counters::get(&self.shared.subscribed_rooms),
             nodes: self.shared.replica().nodes().len(),
             connected: self.is_connected(),

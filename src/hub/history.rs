@@ -4,7 +4,7 @@
 use std::sync::Arc as StrArc;
 
 use super::StreamHub;
-use crate::cluster_link::Except;
+use crate::cluster_link::{ClusterLink, Except};
 use crate::entry::SocketEntry;
 use crate::error::StreamError;
 use crate::history::{Recovery, RoomLog, StreamPosition};
@@ -37,7 +37,15 @@ impl StreamHub {
     /// order; one of the publishers delivers the others' messages, so a report can count more
     /// (or fewer: zero) recipients than this message's own.
     /// [`broadcast_to_room`](Self::broadcast_to_room) into a room with history also goes
-    /// through the log (with the message unchanged).
+    /// through the log (with the message stamped by [`HistoryConfig::stamp`](crate::HistoryConfig::stamp), if set; a
+    /// message `build` made is not stamped on a single node).
+    ///
+    /// **With a cluster** (feature `redis`) the offset is assigned by Redis, after this call
+    /// returns, so `build` gets `StreamPosition { epoch: 0, offset: 0 }`, the position is
+    /// written in on every node by the [`HistoryConfig::stamp`](crate::HistoryConfig::stamp), and `position` is `None`;
+    /// the report is empty, as even this node's members receive the message when it comes
+    /// back from Redis (one round trip later), in offset order. An application that runs on
+    /// both builds without a position when it gets 0 and lets the stamp add it.
     ///
     /// # Errors
     ///
@@ -70,11 +78,8 @@ impl StreamHub {
         match self.logged_room(room) {
             Some((log, cell)) => {
                 let (position, report) =
-                    self.publish_logged(&log, cell.as_ref(), room, except, build);
-                Ok(Published {
-                    position: Some(position),
-                    report,
-                })
+                    self.publish_built(&log, cell.as_ref(), room, except, false, build);
+                Ok(Published { position, report })
             }
             None => {
                 let msg = build(StreamPosition::new(0, 0));
@@ -88,7 +93,12 @@ impl StreamHub {
     }
 
     /// Appends to `log` and delivers (or leaves delivery to the room's current deliverer),
-    /// then hands the message to the cluster.
+    /// then hands the message to the cluster. With a cluster link that keeps history, the
+    /// message goes to the link only (`build` gets position 0): the store assigns the offset
+    /// and every node, this one included, delivers it when it comes back.
+    ///
+    /// `build` here ignores its position (a plain broadcast): the message is stamped
+    /// ([`HistoryConfig::stamp`](crate::HistoryConfig::stamp)).
     pub(super) fn publish_logged(
         &self,
         log: &RoomLog,
@@ -96,14 +106,43 @@ impl StreamHub {
         room: &str,
         except: Option<&str>,
         build: impl FnOnce(StreamPosition) -> SocketMessage,
-    ) -> (StreamPosition, BroadcastReport) {
+    ) -> (Option<StreamPosition>, BroadcastReport) {
+        self.publish_built(log, cell, room, except, true, build)
+    }
+
+    /// [`publish_logged`](Self::publish_logged); `stamp`: whether the stamp applies on this
+    /// node (`false` when `build` put the position in itself). Across a cluster the stamp
+    /// always applies, as `build` cannot know the position there.
+    fn publish_built(
+        &self,
+        log: &RoomLog,
+        cell: Option<&Arc<RoomCell>>,
+        room: &str,
+        except: Option<&str>,
+        stamp: bool,
+        build: impl FnOnce(StreamPosition) -> SocketMessage,
+    ) -> (Option<StreamPosition>, BroadcastReport) {
         let except_entry = except.and_then(|id| self.inner.sockets.get(id));
         let except_local = except_entry.is_some();
         let link = self.link();
+        if let Some(link) = link.filter(|link| link.keeps_history()) {
+            let msg = build(StreamPosition::new(0, 0));
+            let to_link = except.map(|id| Except::new(id, except_local));
+            if link.history_publish(room, &msg, to_link).is_ok() {
+                return (None, BroadcastReport::default());
+            }
+            // Redis unreachable (or the backlog full; the link counts it): this node's members
+            // still get the message, live only — no position, not in the log.
+            return (None, self.deliver_room(room, &msg, except).0);
+        }
+        let history = &self.inner.config.history;
         let mut for_link = None;
         let (position, report) = log.publish(
             |pos| {
-                let msg = build(pos);
+                let msg = match stamp {
+                    true => history.stamped(pos, build(pos)),
+                    false => build(pos),
+                };
                 if link.is_some() {
                     for_link = Some(msg.clone());
                 }
@@ -126,7 +165,30 @@ impl StreamHub {
             let except = except.map(|id| Except::new(id, except_local));
             link.room_broadcast(room, &msg, except);
         }
-        (position, report)
+        (Some(position), report)
+    }
+
+    /// A message of a room with history as the cluster's store positioned it (the link calls
+    /// this for every such message it receives, its own node's included, in the order of the
+    /// node's subscription): stamped, kept in the room's ring and delivered to the local
+    /// members (except `except`). A duplicate (at or below the ring's top) is dropped.
+    #[cfg_attr(not(any(feature = "redis", nucleus_loom)), allow(dead_code))]
+    pub(crate) fn deliver_history(
+        &self,
+        room: &str,
+        pos: StreamPosition,
+        msg: SocketMessage,
+        except: Option<&str>,
+    ) -> BroadcastReport {
+        let Some(log) = self.log_for(room) else {
+            return self.deliver_room(room, &msg, except).0;
+        };
+        let msg = self.inner.config.history.stamped(pos, msg);
+        let except = except.and_then(|id| self.inner.sockets.get(id));
+        log.append_at(pos, msg, except, &|msg, except| {
+            self.deliver_snapshot(room, msg, except)
+        })
+        .unwrap_or_default()
     }
 
     /// The log of a room with history and its current cell (if it has members), with one
@@ -214,7 +276,140 @@ impl StreamHub {
         room: &str,
         since: Option<StreamPosition>,
     ) -> Result<Recovery, StreamError> {
+        if let (Some(since), Some(link)) = (since, self.link()) {
+            if link.keeps_history() && self.inner.config.history.covers(room) {
+                self.check_room_name(room)?;
+                if !self.is_in_room(socket_id, room).await {
+                    let link = StrArc::clone(link);
+                    return self
+                        .join_since_cluster(&*link, socket_id, room, since)
+                        .await;
+                }
+            }
+        }
         self.join_since_now(socket_id, room, since)
+    }
+
+    /// With a cluster link that keeps history: from this node's ring if it covers `since`
+    /// (it has listened to the room all along), otherwise from the store
+    /// ([`recover_from_store`](Self::recover_from_store)).
+    async fn join_since_cluster(
+        &self,
+        link: &dyn ClusterLink,
+        socket_id: &str,
+        room: &str,
+        since: StreamPosition,
+    ) -> Result<Recovery, StreamError> {
+        let log = self.log_for(room).ok_or(StreamError::EmptyRoomName)?;
+        let entry = self
+            .inner
+            .sockets
+            .get(socket_id)
+            .ok_or_else(|| StreamError::SocketNotFound(socket_id.to_string()))?;
+        let queue = entry.socket.sender().shared();
+        let deliver = |msg: &SocketMessage, except| self.deliver_snapshot(room, msg, except);
+        let from_ring = log.join_covered(
+            since,
+            false,
+            || self.local_room_size(room) == 0,
+            || self.join_now(socket_id, room),
+            |msg| {
+                let _ = queue.push(msg.clone());
+            },
+            &deliver,
+        )?;
+        if let Some(recovery) = from_ring {
+            return Ok(recovery);
+        }
+        link.history_hold(room, true);
+        let outcome = self
+            .recover_from_store(link, &log, socket_id, room, since)
+            .await;
+        link.history_hold(room, false);
+        outcome
+    }
+
+    /// The seam across the store: while this node listens to the room (held), read
+    /// `(cursor, top]` from the store into the socket's queue, then join at `top` through
+    /// the ring, which is fed by the same subscription: it covers `(top, ..]` once the node
+    /// has received `top` (else read again from the new cursor). Offsets dedup the two: the
+    /// ring replays only what is after `top`, and the socket is a member only from there.
+    /// A ring with no local member behind it is started over at `top` (its in-flight
+    /// messages up to `top` are then duplicates and dropped).
+    async fn recover_from_store(
+        &self,
+        link: &dyn ClusterLink,
+        log: &RoomLog,
+        socket_id: &str,
+        room: &str,
+        since: StreamPosition,
+    ) -> Result<Recovery, StreamError> {
+        /// Reads of the store before giving up (each is one round trip, which paces the
+        /// loop while the subscription catches up with the store).
+        const ATTEMPTS: usize = 1_000;
+        let history = &self.inner.config.history;
+        let limit = history.message_limit();
+        let entry = self
+            .inner
+            .sockets
+            .get(socket_id)
+            .ok_or_else(|| StreamError::SocketNotFound(socket_id.to_string()))?;
+        let queue = entry.socket.sender().shared();
+        let deliver = |msg: &SocketMessage, except| self.deliver_snapshot(room, msg, except);
+        let mut cursor = since;
+        let mut replayed = 0;
+        let live = |replayed: u64| {
+            let mut recovery = self.join_since_now(socket_id, room, None)?;
+            recovery.replayed = replayed;
+            Ok(recovery)
+        };
+        for _ in 0..ATTEMPTS {
+            let Ok(range) = link.history_range(room, cursor.offset, limit).await else {
+                return live(replayed);
+            };
+            let missing = range.top.saturating_sub(cursor.offset);
+            let contiguous = range.entries.len() as u64 == missing
+                && range
+                    .entries
+                    .iter()
+                    .zip(cursor.offset + 1..)
+                    .all(|(e, offset)| e.offset == offset);
+            let young = range
+                .entries
+                .first()
+                .is_none_or(|e| e.age <= history.age_limit());
+            if range.epoch != cursor.epoch
+                || cursor.offset > range.top
+                || range.top - since.offset > limit as u64
+                || !contiguous
+                || !young
+            {
+                return live(replayed);
+            }
+            for e in range.entries {
+                if e.except.as_deref() != Some(socket_id) {
+                    let pos = StreamPosition::new(range.epoch, e.offset);
+                    let _ = queue.push(history.stamped(pos, e.msg));
+                }
+                replayed += 1;
+            }
+            cursor = StreamPosition::new(range.epoch, range.top);
+            let joined = log.join_covered(
+                cursor,
+                true,
+                || self.local_room_size(room) == 0,
+                || self.join_now(socket_id, room),
+                |msg| {
+                    let _ = queue.push(msg.clone());
+                },
+                &deliver,
+            )?;
+            if let Some(mut recovery) = joined {
+                recovery.replayed += replayed;
+                return Ok(recovery);
+            }
+        }
+        live(replayed)
     }
 
     fn join_since_now(
@@ -247,6 +442,42 @@ impl StreamHub {
             },
             &|msg, except| self.deliver_snapshot(room, msg, except),
         )
+    }
+
+    /// Loom models only: [`deliver_history`](Self::deliver_history) (what a cluster link's
+    /// subscriber does per message).
+    #[cfg(nucleus_loom)]
+    #[doc(hidden)]
+    pub fn loom_deliver_history(&self, room: &str, pos: StreamPosition, msg: SocketMessage) {
+        self.deliver_history(room, pos, msg, None);
+    }
+
+    /// Loom models only: the ring step of a cluster recovery — join `socket_id` at `since`
+    /// through the room's ring (`seed`: the caller has read up to `since` from the store).
+    #[cfg(nucleus_loom)]
+    #[doc(hidden)]
+    pub fn loom_join_covered(
+        &self,
+        socket_id: &str,
+        room: &str,
+        since: StreamPosition,
+        seed: bool,
+    ) -> Option<Recovery> {
+        let log = self.log_for(room)?;
+        let entry = self.inner.sockets.get(socket_id)?;
+        let queue = entry.socket.sender().shared();
+        log.join_covered(
+            since,
+            seed,
+            || self.local_room_size(room) == 0,
+            || self.join_now(socket_id, room),
+            |msg| {
+                let _ = queue.push(msg.clone());
+            },
+            &|msg, except| self.deliver_snapshot(room, msg, except),
+        )
+        .ok()
+        .flatten()
     }
 
     /// Pushes to the members of the room's current snapshot.

@@ -282,3 +282,174 @@ async fn two_chat_processes_share_rooms_and_presence_and_forget_a_killed_node() 
     }
     assert!(killed.elapsed() <= Duration::from_secs(16), "bound is 15 s");
 }
+
+/// Issue 13 across processes: a client of node a drops, 100 messages are sent from both
+/// nodes while another client keeps sending throughout, and the client comes back on node b
+/// with `since`: exactly what it missed, in Redis's offset order, then live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_client_recovers_on_the_other_process_what_it_missed() {
+    let redis = RedisServer::start();
+    let a = ChatNode::start(&redis.url());
+    let b = ChatNode::start(&redis.url());
+    let mut carol = connect(a.addr, "carol").await; // sends on a throughout
+    let mut dave = connect(b.addr, "dave").await; // sends on b, and watches
+    let mut erin = connect(a.addr, "erin").await; // drops and comes back on b
+    for ws in [&mut carol, &mut dave, &mut erin] {
+        send(ws, json!({"action": "join", "room": "lobby"})).await;
+        recv_matching(ws, Duration::from_secs(5), |v| v["type"] == "joined")
+            .await
+            .expect("own join");
+    }
+    // Wait until the room spans both processes: a message from a reaches dave on b.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let last = loop {
+        send(
+            &mut carol,
+            json!({"action": "message", "room": "lobby", "text": "ping"}),
+        )
+        .await;
+        let got = recv_matching(&mut dave, Duration::from_millis(300), |v| {
+            v["type"] == "message" && v["text"] == "ping"
+        })
+        .await;
+        if got.is_some() {
+            let v = recv_matching(&mut erin, Duration::from_secs(5), |v| v["text"] == "ping")
+                .await
+                .expect("erin gets it");
+            break v;
+        }
+        assert!(Instant::now() < deadline, "room never spanned the nodes");
+    };
+    // Drain erin up to the newest ping so that `last` is her real last position.
+    let mut last = last;
+    while let Some(v) = recv_within(&mut erin, Duration::from_millis(200)).await {
+        if v["offset"].is_u64() {
+            last = v;
+        }
+    }
+    let since = json!({"epoch": last["epoch"], "offset": last["offset"]});
+    assert!(since["epoch"].as_u64().is_some_and(|e| e > 0), "{last}");
+    drop(erin);
+
+    // carol sends throughout on a; dave sends m0..m99 interleaved with her on b.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sender = tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            n += 1;
+            send(
+                &mut carol,
+                json!({"action": "message", "room": "lobby", "text": format!("c{n}")}),
+            )
+            .await;
+            tokio::select! {
+                _ = &mut stop_rx => return (carol, n),
+                _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+            }
+        }
+    });
+    for i in 0..100 {
+        send(
+            &mut dave,
+            json!({"action": "message", "room": "lobby", "text": format!("m{i}")}),
+        )
+        .await;
+    }
+    let mut watched = Vec::new();
+    loop {
+        let v = recv_matching(&mut dave, Duration::from_secs(5), |v| v["offset"].is_u64())
+            .await
+            .expect("dave's watch");
+        let done = v["text"] == "m99";
+        watched.push(v);
+        if done {
+            break;
+        }
+    }
+
+    // erin comes back on b with her position.
+    let mut erin = connect(b.addr, "erin").await;
+    send(
+        &mut erin,
+        json!({"action": "join", "room": "lobby", "since": since}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    stop_tx.send(()).expect("stop");
+    let (mut carol, sent) = sender.await.expect("sender");
+    send(
+        &mut carol,
+        json!({"action": "message", "room": "lobby", "text": "end"}),
+    )
+    .await;
+
+    let mut got = Vec::new();
+    let mut recovery = None;
+    loop {
+        let v = recv_within(&mut erin, Duration::from_secs(5))
+            .await
+            .expect("erin's frames");
+        match v["type"].as_str() {
+            Some("recovery") => recovery = Some(v),
+            // Every room frame (message, joined, left) has its place in the sequence.
+            _ if v["offset"].is_u64() => {
+                let done = v["text"] == "end";
+                got.push(v);
+                if done {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let recovery = recovery.expect("a recovery frame");
+    assert_eq!(recovery["recovered"], true, "{recovery}");
+    assert!(
+        recovery["replayed"].as_u64().is_some_and(|n| n >= 100),
+        "{recovery}"
+    );
+    // One offset sequence, from her position on, no gap, no duplicate.
+    let first = since["offset"].as_u64().expect("offset");
+    for (i, v) in got.iter().enumerate() {
+        assert_eq!(v["epoch"], since["epoch"], "{v}");
+        assert_eq!(
+            v["offset"].as_u64(),
+            Some(first + 1 + i as u64),
+            "gap/dup at {v}"
+        );
+    }
+    let texts: Vec<&str> = got.iter().filter_map(|v| v["text"].as_str()).collect();
+    let ms: Vec<&str> = texts
+        .iter()
+        .copied()
+        .filter(|t| t.starts_with('m'))
+        .collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    assert_eq!(ms, expected, "exactly the 100 missed, in order");
+    let cs: Vec<u64> = texts
+        .iter()
+        .filter_map(|t| t.strip_prefix('c').and_then(|n| n.parse().ok()))
+        .collect();
+    assert_eq!(
+        cs,
+        (1..=sent).collect::<Vec<_>>(),
+        "the concurrent sender's, once each"
+    );
+    // dave (who never left) saw the same frames in the same order.
+    loop {
+        let v = recv_matching(&mut dave, Duration::from_secs(5), |v| v["offset"].is_u64())
+            .await
+            .expect("dave's watch");
+        let done = v["text"] == "end";
+        watched.push(v);
+        if done {
+            break;
+        }
+    }
+    let tail = &watched[watched.len() - got.len()..];
+    assert_eq!(
+        tail,
+        &got[..],
+        "the recovered client and the watcher disagree"
+    );
+}

@@ -3,6 +3,7 @@
 
 mod chat_nodes;
 mod freeze_proxy;
+mod history;
 mod presence_events;
 mod redis_server;
 

@@ -171,3 +171,44 @@ fn rooms_without_history_are_unchanged() {
     let r = block_on(hub.join_room_since("b", "plain", Some(StreamPosition::new(5, 5)))).unwrap();
     assert!(!r.recovered && r.joined);
 }
+
+fn tag(pos: StreamPosition, msg: &SocketMessage) -> SocketMessage {
+    SocketMessage::text(format!("{}@{}", msg.as_text().unwrap_or(""), pos.offset))
+}
+
+#[test]
+fn the_stamp_writes_positions_into_plain_broadcasts_and_leaves_built_messages_alone() {
+    let hub = StreamHub::with_config(
+        HubConfig::default().history(HistoryConfig::default().prefix("h:").stamp(tag)),
+    );
+    let (tx, mut rx) = channel(QueueConfig::default());
+    block_on(hub.register(WebSocket::new("a", tx))).unwrap();
+    block_on(hub.join_room("a", "h:r")).unwrap();
+    block_on(hub.broadcast_to_room("h:r", SocketMessage::text("plain"))).unwrap();
+    let built = block_on(hub.publish_to_room("h:r", None, |pos| {
+        SocketMessage::text(format!("built#{}", pos.offset))
+    }))
+    .unwrap();
+    assert_eq!(built.position.map(|p| p.offset), Some(2));
+    // Rooms without history are not stamped.
+    block_on(hub.join_room("a", "plain")).unwrap();
+    block_on(hub.broadcast_to_room("plain", SocketMessage::text("x"))).unwrap();
+    let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|m| m.as_text().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ["plain@1", "built#2", "x"]);
+    // What a rejoin replays is stamped the same way.
+    let (tx, mut rx2) = channel(QueueConfig::default());
+    block_on(hub.register(WebSocket::new("b", tx))).unwrap();
+    let r = block_on(hub.join_room_since(
+        "b",
+        "h:r",
+        Some(StreamPosition::new(built.position.unwrap().epoch, 0)),
+    ))
+    .unwrap();
+    assert!(r.recovered);
+    let replayed: Vec<String> = std::iter::from_fn(|| rx2.try_recv().ok())
+        .map(|m| m.as_text().unwrap().to_string())
+        .collect();
+    assert_eq!(replayed, ["plain@1", "built#2"]);
+}

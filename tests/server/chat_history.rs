@@ -274,3 +274,23 @@ async fn a_malformed_since_gets_an_error_frame_and_the_connection_stays() {
     assert_eq!(offset(&joined), Some(0));
     server.shutdown_and_wait().await;
 }
+
+#[test]
+fn the_chat_stamp_adds_a_position_only_to_frames_built_without_one() {
+    use nucleus_stream::{SocketMessage, StreamPosition};
+    let pos = StreamPosition::new(7, 3);
+    let plain = SocketMessage::text(r#"{"type":"message","text":"}"}"#);
+    assert_eq!(
+        chat::stamp_position(pos, &plain).as_text(),
+        Some(r#"{"type":"message","text":"}","epoch":7,"offset":3}"#)
+    );
+    let built = r#"{"type":"message","epoch":7,"offset":3}"#;
+    assert_eq!(
+        chat::stamp_position(pos, &SocketMessage::text(built)).as_text(),
+        Some(built)
+    );
+    assert_eq!(
+        chat::stamp_position(pos, &SocketMessage::text("{}")).as_text(),
+        Some(r#"{"epoch":7,"offset":3}"#)
+    );
+}
