@@ -285,6 +285,10 @@ pub(crate) struct RoomLog {
     headroom: u64,
     max_messages: u64,
     max_age: Duration,
+    /// Cluster logs: 1 after the node's subscription was (re)built, until the next message
+    /// appended (which shows any gap). Invariant: while set, the ring's top may lag Redis by
+    /// what was published during the reconnect, so a join is not served from the ring alone.
+    stale: AtomicU64,
 }
 
 pub(crate) fn fresh_epoch() -> u64 {
@@ -323,6 +327,7 @@ impl RoomLog {
             headroom: (capacity - max_messages) as u64,
             max_messages: max_messages as u64,
             max_age: config.max_age,
+            stale: AtomicU64::new(0),
         }
     }
 
@@ -530,6 +535,14 @@ impl RoomLog {
         self.delivered.store(base, Ordering::Release);
     }
 
+    /// Cluster logs: the node's subscription was (re)built; see `stale`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn mark_stale(&self) {
+        // ORDERING: read under the role (whose hand-over orders it) or as a hint; a join that
+        // misses a concurrent mark races the reconnect itself, as any member does.
+        self.stale.store(1, Ordering::Relaxed);
+    }
+
     /// Cluster logs: appends the message Redis put at `pos` and delivers it, in the order the
     /// node's subscription receives them. A message at or below the ring's top in the same
     /// epoch is a duplicate and dropped; another epoch, or a gap (the subscription missed
@@ -557,6 +570,8 @@ impl RoomLog {
         if pos.epoch != self.epoch() || pos.offset != top + 1 {
             self.reset(pos.epoch, pos.offset - 1);
         }
+        // ORDERING: see `mark_stale`.
+        self.stale.store(0, Ordering::Relaxed);
         // ORDERING: see `reset`.
         self.assigned.store(pos.offset, Ordering::Relaxed);
         let raw = Box::into_raw(Box::new(Stored {
@@ -601,7 +616,9 @@ impl RoomLog {
         // ORDERING: we hold the role.
         let mut top = self.delivered.load(Ordering::Acquire);
         let idle = idle();
-        if !self.covered(since, top) || (!seed && idle) {
+        // ORDERING: see `mark_stale`.
+        let stale = self.stale.load(Ordering::Relaxed) != 0;
+        if !self.covered(since, top) || (!seed && (idle || stale)) {
             let behind = since.epoch != self.epoch() || since.offset > top;
             if seed && behind && idle {
                 self.reset(since.epoch, since.offset);

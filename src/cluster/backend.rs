@@ -692,6 +692,8 @@ pub(crate) async fn subscriber(
         }
         backoff = shared.config.reconnect_min;
         Counters::bump(&shared.counters.subscriber_connects, 1);
+        // What was published while this node was not listening is missing from its rings.
+        hub.history_resubscribed();
         let mut actual: HashSet<String> = HashSet::new();
         // Everything is to be (re)subscribed: start from the hub's current rooms.
         let mut full = true;

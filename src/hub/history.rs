@@ -345,8 +345,9 @@ impl StreamHub {
         since: StreamPosition,
     ) -> Result<Recovery, StreamError> {
         /// Reads of the store before giving up (each is one round trip, which paces the
-        /// loop while the subscription catches up with the store).
-        const ATTEMPTS: usize = 1_000;
+        /// loop while the subscription catches up with the store: messages in flight arrive
+        /// within about one).
+        const ATTEMPTS: usize = 100;
         let history = &self.inner.config.history;
         let limit = history.message_limit();
         let entry = self
@@ -442,6 +443,13 @@ impl StreamHub {
             },
             &|msg, except| self.deliver_snapshot(room, msg, except),
         )
+    }
+
+    /// The cluster link's subscription was (re)built: every ring may have missed messages
+    /// meanwhile, so until its next message a recovery reads Redis instead of trusting it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn history_resubscribed(&self) {
+        self.inner.logs.for_each(|_, log| log.mark_stale());
     }
 
     /// Loom models only: [`deliver_history`](Self::deliver_history) (what a cluster link's

@@ -425,3 +425,57 @@ async fn a_flushed_script_cache_is_reloaded_and_nothing_is_lost_or_doubled() {
     crate::assert_quiet(&mut watch).await;
     assert_eq!(a.cluster.stats().publish_failed, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_that_missed_messages_during_a_resubscribe_is_not_trusted() {
+    let redis = RedisServer::start();
+    let proxy = crate::freeze_proxy::FreezeProxy::start(redis.port).await;
+    // a reaches Redis through a proxy that can stall its subscription silently.
+    let a = HNode::start(&proxy.url(), "a", 1_000).await;
+    let b = HNode::start(&redis.url(), "b", 1_000).await;
+    let room = "h:resub";
+    let (_, mut watch) = a.member(room).await;
+    a.synced().await;
+    b.say(room, "one").await;
+    let (_, seen) = until(&mut watch, "one").await.pop().expect("one");
+    // a's subscription stalls; b publishes meanwhile; a's probe finds the stall and rebuilds
+    // the subscription: a's ring never saw "during" and still ends at "one".
+    proxy.freeze_subscribers();
+    b.say(room, "during").await;
+    crate::eventually("the probe finds the stall", async || {
+        a.cluster.stats().probe_stalls >= 1
+    })
+    .await;
+    a.synced().await;
+    // A client with the ring's top comes back on a. The ring is not trusted after a
+    // resubscribe; it has a local member, so it cannot simply start over at Redis's top
+    // (messages in flight to that member would be dropped), and nothing new arrives to show
+    // where the live stream resumes: the answer is "not recovered" — never a "recovered"
+    // that skips "during".
+    let (client, mut rx) = a.socket().await;
+    let r = a
+        .hub
+        .join_room_since(&client, room, Some(seen))
+        .await
+        .expect("join");
+    assert!(
+        !r.recovered,
+        "a ring that missed a message was trusted: {r:?}"
+    );
+    assert!(r.joined);
+    while rx.try_recv().is_ok() {}
+    b.say(room, "after").await;
+    assert_eq!(parse(&recv_text(&mut rx).await).0, "after", "joined live");
+    // Once a message has shown the ring where the stream is, a rejoin on a recovers.
+    let (_, pos) = until(&mut watch, "after").await.pop().expect("after");
+    b.say(room, "later").await;
+    until(&mut watch, "later").await;
+    let (again, mut rx2) = a.socket().await;
+    let r = a
+        .hub
+        .join_room_since(&again, room, Some(pos))
+        .await
+        .expect("join");
+    assert!(r.recovered && r.replayed == 1, "{r:?}");
+    assert_eq!(parse(&recv_text(&mut rx2).await).0, "later");
+}
