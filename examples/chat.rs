@@ -58,7 +58,9 @@
 //!                                                         to every member of R, at most once per
 //!                                                         presence window: who arrived and who
 //!                                                         went since the previous diff (a room
-//!                                                         frame: kept in R's history)
+//!                                                         frame: kept in R's history; with
+//!                                                         --redis each node sends it to its own
+//!                                                         members, without epoch/offset)
 //! {"type":"presence_state","room":R,"members":[K..]}      who is in R: to a joiner, in the first
 //!                                                         window after its join; to a client
 //!                                                         that asked (action "presence"); and
@@ -86,7 +88,10 @@
 //! frames it missed (messages and presence diffs), in order, then the live stream.
 //! A rejoiner gets a fresh `presence_state` in the next window like any joiner. With
 //! `--redis` the positions are Redis's, the same on every node: a client may rejoin on any
-//! node (a Redis restart changes the epoch: "recovered":false).
+//! node (a Redis restart changes the epoch: "recovered":false); presence diffs are then not
+//! history frames (every node derives them from the cluster-wide presence events and sends
+//! them to its own members: one copy per member), and the rejoiner's `presence_state` is what
+//! brings its view up to date.
 //!
 //! Joining a room you are in does nothing. Leaving or messaging a room you are not in, bad
 //! JSON, an unknown action, a missing or mistyped field, and binary frames each get an error
@@ -150,6 +155,25 @@ async fn publish<'a>(hub: &StreamHub, room: &str, event: impl FnOnce(Option<At>)
     hub.publish_to_room(room, None, |pos| event(At::of(pos)).to_message())
         .await
         .ok();
+}
+
+/// Sends a presence frame to the members of `room`. On one node it is a room frame like any
+/// other (in the history, with its position). With a cluster every node sees the same
+/// cluster-wide presence events and announces them itself, so each node sends the frame to
+/// its own members only, outside the history (one copy per member, not one per node); a
+/// client that recovers gets a fresh `presence_state` instead.
+async fn announce_presence<'a>(
+    hub: &StreamHub,
+    room: &str,
+    event: impl FnOnce(Option<At>) -> ChatEvent<'a>,
+) {
+    if hub.cluster_link().is_some() {
+        hub.broadcast_to_local_members(room, event(None).to_message())
+            .await
+            .ok();
+    } else {
+        publish(hub, room, event).await;
+    }
 }
 
 /// What the server sends.
@@ -475,7 +499,7 @@ async fn announce(
     view: &mut BTreeMap<Arc<str>, BTreeSet<PresenceKey>>,
 ) {
     for (room, changes) in diff.rooms() {
-        publish(hub, room, |at| ChatEvent::PresenceDiff {
+        announce_presence(hub, room, |at| ChatEvent::PresenceDiff {
             room,
             joins: changes.joins().map(PresenceKey::as_str).collect(),
             leaves: changes.leaves().map(PresenceKey::as_str).collect(),
@@ -526,7 +550,7 @@ async fn resync(hub: &StreamHub, view: &mut BTreeMap<Arc<str>, BTreeSet<Presence
     view.clear();
     for room in hub.list_rooms().await {
         let members = hub.room_presence(&room).await;
-        publish(hub, &room, |at| ChatEvent::PresenceState {
+        announce_presence(hub, &room, |at| ChatEvent::PresenceState {
             room: &room,
             members: members.iter().map(PresenceKey::as_str).collect(),
             at,

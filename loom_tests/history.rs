@@ -101,11 +101,11 @@ fn redis_pos(offset: u64) -> StreamPosition {
     StreamPosition::new(EPOCH, offset)
 }
 
-/// (k) Cluster ring: the node's subscriber delivers the Redis offsets 2 and 3 while a client
+/// (l) Cluster ring: the node's subscriber delivers the Redis offsets 2 and 3 while a client
 /// that has 1 joins through the ring (the room has a local member, so the ring is trusted):
 /// it gets exactly 2 and 3, and the member 1, 2, 3.
 #[test]
-fn k_cluster_ring_seam() {
+fn l_cluster_ring_seam() {
     model(|| {
         let hub = history_hub();
         let mut rx_a = registered(&hub, "a");
@@ -134,11 +134,11 @@ fn k_cluster_ring_seam() {
     });
 }
 
-/// (k) Cluster seed: no local member; offsets 1 and 2 are in flight to the node's subscriber
+/// (l) Cluster seed: no local member; offsets 1 and 2 are in flight to the node's subscriber
 /// (the joiner already read them from Redis) and 3 follows. The joiner joins at 2 through
 /// the ring — covered, or seeded when the ring is behind — and gets exactly 3.
 #[test]
-fn k_cluster_ring_seed() {
+fn l_cluster_ring_seed() {
     model(|| {
         let hub = history_hub();
         let mut rx_b = registered(&hub, "b");

@@ -42,7 +42,7 @@
 //! | (f) `send_to` / `send_to_user` vs register and unregister | `direct.rs` |
 //! | (g) the outbound queue: producers, a parking consumer, each overflow policy at its bound | `queue.rs` |
 //! | (j) the history seam: a join with `since` racing one or two publishers (exact replay + live, in order); planted bug `--cfg nucleus_loom_planted_bug_history` | `history.rs` |
-//! | (k) the cluster ring seam: a join through the ring racing the subscriber's Redis offsets (trusted ring; idle ring seeded at the position read from Redis); same planted bug | `history.rs` |
+//! | (l) the cluster ring seam: a join through the ring racing the subscriber's Redis offsets (trusted ring; idle ring seeded at the position read from Redis); same planted bug | `history.rs` |
 //! | (h) reclamation: no leaked `Arc`, snapshots outliving membership and the hub | `leaks.rs` (and every model) |
 #![cfg(nucleus_loom)]
 

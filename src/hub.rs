@@ -614,6 +614,46 @@ impl StreamHub {
         self.broadcast_room_now(room, &msg, Some(except_socket_id))
     }
 
+    /// Queues a message for this hub's own members of a room only: it is not forwarded to
+    /// the other nodes of a cluster and not kept in the room's history (it has no position).
+    ///
+    /// For what every node derives by itself from cluster-wide state, such as a presence
+    /// diff built from the (cluster-wide) [presence events](Self::subscribe_presence): sent
+    /// with [`broadcast_to_room`](Self::broadcast_to_room) by every node, each member would
+    /// receive one copy per node. Without a cluster it is `broadcast_to_room` minus the
+    /// history.
+    ///
+    /// # Errors
+    ///
+    /// As [`broadcast_to_room`](Self::broadcast_to_room).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nucleus_stream::{HistoryConfig, HubConfig, QueueConfig, SocketMessage, StreamHub, WebSocket, channel};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let hub = StreamHub::with_config(HubConfig::default().history(HistoryConfig::default()));
+    /// let (tx, mut rx) = channel(QueueConfig::default());
+    /// hub.register(WebSocket::new("a", tx)).await?;
+    /// hub.join_room("a", "news").await?;
+    /// let report = hub.broadcast_to_local_members("news", SocketMessage::text("hi")).await?;
+    /// assert_eq!(report.queued, 1);
+    /// assert_eq!(rx.recv().await, Some(SocketMessage::text("hi")));
+    /// // Not in the history: the room's log is still empty.
+    /// assert_eq!(hub.room_position("news").map(|p| p.offset), Some(0));
+    /// # Ok::<(), nucleus_stream::StreamError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn broadcast_to_local_members(
+        &self,
+        room: &str,
+        msg: SocketMessage,
+    ) -> Result<BroadcastReport, StreamError> {
+        self.check_room_name(room)?;
+        Ok(self.deliver_room(room, &msg, None).0)
+    }
+
     fn broadcast_room_now(
         &self,
         room: &str,

@@ -391,7 +391,9 @@ async fn a_chat_client_recovers_on_the_other_process_what_it_missed() {
             .expect("erin's frames");
         match v["type"].as_str() {
             Some("recovery") => recovery = Some(v),
-            // Every room frame (message, joined, left) has its place in the sequence.
+            // Her own `joined` answer carries the room's position but is not a room frame.
+            Some("joined") => {}
+            // Every room frame (message, presence diff) has its place in the sequence.
             _ if v["offset"].is_u64() => {
                 let done = v["text"] == "end";
                 got.push(v);
@@ -452,4 +454,57 @@ async fn a_chat_client_recovers_on_the_other_process_what_it_missed() {
         &got[..],
         "the recovered client and the watcher disagree"
     );
+}
+
+/// Every node sees the cluster-wide presence events and announces them: each member must
+/// still get one `presence_diff` per change, not one per node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_diff_reaches_each_member_once_across_two_processes() {
+    let redis = RedisServer::start();
+    let a = ChatNode::start(&redis.url());
+    let b = ChatNode::start(&redis.url());
+    let mut alice = connect(a.addr, "alice").await;
+    let mut bob = connect(b.addr, "bob").await;
+    for ws in [&mut alice, &mut bob] {
+        send(ws, json!({"action": "join", "room": "lobby"})).await;
+        recv_matching(ws, Duration::from_secs(5), |v| v["type"] == "joined")
+            .await
+            .expect("own join");
+    }
+    // Both see each other (through a diff or their state) before carol comes.
+    for (ws, other) in [(&mut alice, "bob"), (&mut bob, "alice")] {
+        let has = |v: &Value, key: &str| {
+            v[key]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|k| k.as_str() == Some(other)))
+        };
+        recv_matching(ws, Duration::from_secs(10), |v| {
+            has(v, "joins") || (v["type"] == "presence_state" && has(v, "members"))
+        })
+        .await
+        .unwrap_or_else(|| panic!("{other} never announced"));
+    }
+    // Let both nodes' windows pass, then drain.
+    for ws in [&mut alice, &mut bob] {
+        while recv_within(ws, Duration::from_millis(600)).await.is_some() {}
+    }
+    let mut carol = connect(a.addr, "carol").await;
+    send(&mut carol, json!({"action": "join", "room": "lobby"})).await;
+    for (name, ws) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let mut diffs = Vec::new();
+        while let Some(v) = recv_within(ws, Duration::from_millis(1500)).await {
+            let carol_joins = v["joins"]
+                .as_array()
+                .is_some_and(|j| j.iter().any(|k| k.as_str() == Some("carol")));
+            if v["type"] == "presence_diff" && carol_joins {
+                diffs.push(v);
+            }
+        }
+        assert_eq!(
+            diffs.len(),
+            1,
+            "{name} got carol's join {} times: {diffs:?}",
+            diffs.len()
+        );
+    }
 }
