@@ -630,18 +630,24 @@ impl StreamHub {
     /// # Examples
     ///
     /// ```
-    /// use nucleus_stream::{HistoryConfig, HubConfig, QueueConfig, SocketMessage, StreamHub, WebSocket, channel};
+    /// use nucleus_stream::{
+    ///     HistoryConfig, HubConfig, QueueConfig, SocketMessage, StreamHub, WebSocket, channel,
+    /// };
     ///
     /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-    /// let hub = StreamHub::with_config(HubConfig::default().history(HistoryConfig::default()));
+    /// let history = HistoryConfig::default().prefix(""); // every room keeps a history
+    /// let hub = StreamHub::with_config(HubConfig::default().history(history));
     /// let (tx, mut rx) = channel(QueueConfig::default());
     /// hub.register(WebSocket::new("a", tx)).await?;
     /// hub.join_room("a", "news").await?;
     /// let report = hub.broadcast_to_local_members("news", SocketMessage::text("hi")).await?;
     /// assert_eq!(report.queued, 1);
     /// assert_eq!(rx.recv().await, Some(SocketMessage::text("hi")));
-    /// // Not in the history: the room's log is still empty.
-    /// assert_eq!(hub.room_position("news").map(|p| p.offset), Some(0));
+    /// // Not in the history: the room's first logged message gets offset 1.
+    /// let published = hub
+    ///     .publish_to_room("news", None, |pos| SocketMessage::text(format!("#{}", pos.offset)))
+    ///     .await?;
+    /// assert_eq!(published.position.map(|p| p.offset), Some(1));
     /// # Ok::<(), nucleus_stream::StreamError>(())
     /// # }).unwrap();
     /// ```

@@ -25,7 +25,11 @@ fn idle_queues_and_sockets_are_small() {
     }
     while rx.try_recv().is_ok() {}
     let drained = live() - before;
-    assert!(drained <= 2_048, "a drained queue holds {drained} bytes");
+    // One segment (~1.1 KiB) and the queue's header (~0.5 KiB) stay, measured at ~2,008 B; the
+    // counter is process-wide, so the harness's own allocations can add a few dozen bytes
+    // (2,048 failed once in six runs). Keeping the 1,000 messages or their segments would be
+    // tens of KiB.
+    assert!(drained <= 2_304, "a drained queue holds {drained} bytes");
     drop((tx, rx));
 
     // 3. An idle registered socket in one room, hub bookkeeping included, per socket.
