@@ -249,3 +249,45 @@ fn g_drop_oldest_with_consumer() {
 fn count_str(got: &[&str], m: &str) -> usize {
     got.iter().filter(|g| **g == m).count()
 }
+
+/// (g) The drained storage is replaced while producers push: the consumer takes a message,
+/// finds the queue drained (which frees the storage's segment: `Shared::shrink` swaps the
+/// storage under the state word's RESETTING bit) and parks, while two producers push. loom's
+/// `UnsafeCell` reports a replacement that overlaps a push or a pop; every message still
+/// arrives exactly once, in order per producer, and a push racing the replacement wakes the
+/// parked consumer (a missed wake is a loom deadlock).
+#[test]
+fn g_drained_storage_replaced_while_producers_push() {
+    model(|| {
+        let (tx_a, mut rx) = bounded(4, OverflowPolicy::Disconnect);
+        let tx_b = tx_a.clone();
+        tx_a.try_send(msg("a0")).unwrap();
+        let pa = thread::spawn(move || {
+            tx_a.try_send(msg("a1")).unwrap();
+            tx_a
+        });
+        let pb = thread::spawn(move || {
+            tx_b.try_send(msg("b1")).unwrap();
+            tx_b
+        });
+        let mut got = vec![block_on(rx.recv()).expect("open")];
+        // Drained or not, depending on the schedule: `Empty` replaces the storage.
+        if let Ok(m) = rx.try_recv() {
+            got.push(m);
+        }
+        while got.len() < 3 {
+            got.push(block_on(rx.recv()).expect("open"));
+        }
+        let got = texts(&got);
+        assert!(fifo_per_producer(&got, &["a0", "a1"]), "{got:?}");
+        assert!(fifo_per_producer(&got, &["b1"]), "{got:?}");
+        let senders = (pa.join().unwrap(), pb.join().unwrap());
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        assert_eq!((rx.len(), rx.queued_bytes()), (0, 0));
+        // The storage still works after being replaced.
+        senders.0.try_send(msg("a2")).unwrap();
+        assert_eq!(rx.try_recv(), Ok(msg("a2")));
+        drop(senders);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
+    });
+}
