@@ -530,17 +530,28 @@ impl Shared {
         true
     }
 
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<SocketMessage>> {
+    /// Consumer only: frees the storage's segment if `took` (a message was taken since the
+    /// last time) and `state`, just loaded, shows the queue drained: an idle queue holds no
+    /// message storage. Costs nothing unless both hold.
+    fn shrink_if_drained(&self, state: u64, took: &mut bool) {
+        if *took && state == 0 && self.shrink() {
+            *took = false;
+        }
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>, took: &mut bool) -> Poll<Option<SocketMessage>> {
         if self.discarding() {
             return Poll::Ready(None);
         }
         if let Some(msg) = self.pop() {
+            *took = true;
             return Poll::Ready(Some(msg));
         }
         self.waker.register(cx.waker());
         // Re-check after registering: a push that completed before the registration did not
         // see our waker, but its item is visible now.
         if let Some(msg) = self.pop() {
+            *took = true;
             return Poll::Ready(Some(msg));
         }
         // ORDERING: Acquire pairs with close() and with reservations.
@@ -551,11 +562,15 @@ impl Shared {
                 return Poll::Ready(None);
             }
             // Parked: the next reservation reads zero messages and wakes us (module docs).
+            // Drained: give the storage's segment back (RESETTING keeps the count at zero,
+            // so that reservation still wakes us).
+            self.shrink_if_drained(state, took);
             return Poll::Pending;
         }
         // A counted message we cannot pop: its push is in flight, and its producer may have
         // skipped the wake. Try once more, else ask to be polled again rather than park.
         if let Some(msg) = self.pop() {
+            *took = true;
             return Poll::Ready(Some(msg));
         }
         // A spin-wait on another thread's progress: say so (loom must schedule the producer;
@@ -712,21 +727,7 @@ impl Receiver {
     /// Polls for the next message; `Ready(None)` once the queue is closed and drained (at
     /// once after a slow-consumer close).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<SocketMessage>> {
-        let poll = self.shared.poll_recv(cx);
-        match &poll {
-            Poll::Ready(Some(_)) => self.took = true,
-            Poll::Pending => self.shrink_if_drained(),
-            Poll::Ready(None) => {}
-        }
-        poll
-    }
-
-    /// Frees the storage's last segment if a message was taken since the last time and the
-    /// queue is drained now: an idle queue holds no message storage.
-    fn shrink_if_drained(&mut self) {
-        if self.took && self.shared.shrink() {
-            self.took = false;
-        }
+        self.shared.poll_recv(cx, &mut self.took)
     }
 
     /// Takes the next message if one is queued.
@@ -748,7 +749,7 @@ impl Receiver {
         if state & CLOSED != 0 && state & MESSAGES_MASK == 0 {
             Err(TryRecvError::Closed)
         } else {
-            self.shrink_if_drained();
+            self.shared.shrink_if_drained(state, &mut self.took);
             Err(TryRecvError::Empty)
         }
     }
