@@ -16,10 +16,7 @@
 //! # Memory
 //!
 //! An idle queue holds no message storage: segments of 31 slots are allocated as messages
-//! arrive and freed as the consumer moves past them, and when the consumer finds the queue
-//! drained it frees the last one too (it swaps in fresh, empty storage: see "Freeing the
-//! last segment" below). A queue with [`OverflowPolicy::DropOldest`] keeps its last segment
-//! (its producers pop as well).
+//! arrive and freed as the consumer moves past them (at most one segment stays allocated).
 //!
 //! # How it works
 //!
@@ -50,20 +47,6 @@
 //! - A consumer that popped and released room reads, by coherence, a state at least as new as
 //!   its own release, so it sees any reservation that skipped the wake because of the message
 //!   it just took.
-//!
-//! # Freeing the last segment
-//!
-//! A `SegQueue` frees a segment only when its consumer moves into the next one, so a queue
-//! that ever held a message would keep 1.1 KiB (31 slots) for the rest of its life. When the
-//! consumer finds the queue drained (it parks, or `try_recv` finds it empty) after taking a
-//! message, it compare-exchanges the state word from exactly 0 (no message counted, no byte,
-//! open) to RESETTING, replaces the storage, and clears the bit. A zero count means every
-//! reservation so far has been pushed, popped and released, and no reservation succeeds
-//! while the bit is set (a producer that sees it waits, a bounded spin over one swap), so
-//! nothing else touches the storage during the swap; the producers' wake-up rule is
-//! unchanged (RESETTING leaves the count at zero, so the next reservation still wakes).
-//! The loom model `g_drained_storage_replaced_while_producers_push` checks it with loom's
-//! `UnsafeCell` around the storage.
 
 use std::fmt;
 use std::future::poll_fn;
@@ -72,25 +55,20 @@ use std::task::{Context, Poll, Waker};
 use crate::message::SocketMessage;
 use crate::sync::{Arc, AtomicU8, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 
-/// Bits of the state word holding queued payload bytes and the RESETTING bit (the top one).
+/// Bits of the state word holding queued payload bytes.
 const BYTES_BITS: u32 = 40;
-/// The queued payload bytes (bits 0..39).
-const BYTES_MASK: u64 = (1 << (BYTES_BITS - 1)) - 1;
+const BYTES_MASK: u64 = (1 << BYTES_BITS) - 1;
 /// One queued message, in the state word.
 const ONE_MESSAGE: u64 = 1 << BYTES_BITS;
 /// Bits of the state word holding the queued message count (bits 40..63).
 const MESSAGES_MASK: u64 = ((1 << 23) - 1) << BYTES_BITS;
 /// Set once, never cleared: no push succeeds after it.
 const CLOSED: u64 = 1 << 63;
-/// Held by the consumer while it replaces the drained item storage (frees its last segment):
-/// set only from a state of zero messages and zero bytes, cleared by the consumer alone. No
-/// reservation succeeds while it is set (producers wait, a bounded spin).
-const RESETTING: u64 = 1 << 39;
 
 /// The largest `max_messages` a queue accepts (the field is 23 bits wide).
 pub const MAX_MESSAGES_LIMIT: usize = (1 << 23) - 1;
-/// The largest `max_bytes` a queue accepts (the field is 39 bits wide: 512 GiB).
-pub const MAX_BYTES_LIMIT: usize = (1 << (BYTES_BITS - 1)) - 1;
+/// The largest `max_bytes` a queue accepts (the field is 40 bits wide: 1 TiB).
+pub const MAX_BYTES_LIMIT: usize = (1 << BYTES_BITS) - 1;
 
 /// What a full queue does with a new message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -285,21 +263,16 @@ pub fn channel(config: QueueConfig) -> (Sender, Receiver) {
         Sender {
             shared: Arc::clone(&shared),
         },
-        Receiver {
-            shared,
-            took: false,
-        },
+        Receiver { shared },
     )
 }
 
 pub(crate) struct Shared {
     items: Items,
-    /// Packed: bits 0..39 queued payload bytes, bit 39 RESETTING, bits 40..63 queued
-    /// messages, bit 63 CLOSED. Invariant: the counts cover every message in `items` plus
-    /// reservations whose push is in flight; a producer adds before pushing, the consumer
-    /// subtracts after popping, so the counts never underflow and never exceed the bounds.
-    /// CLOSED is never cleared. RESETTING is set only over zero counts, and while it is set
-    /// nobody but the consumer touches `items` (see [`Shared::shrink`]).
+    /// Packed: bits 0..40 queued payload bytes, bits 40..63 queued messages, bit 63 CLOSED.
+    /// Invariant: the counts cover every message in `items` plus reservations whose push is
+    /// in flight; a producer adds before pushing, the consumer subtracts after popping, so the
+    /// counts never underflow and never exceed the bounds. CLOSED is never cleared.
     state: AtomicU64,
     /// The first close reason (`CloseReason::encode`), 0 while open. Written once, before the
     /// CLOSED bit is set, so whoever observes CLOSED observes a reason.
@@ -338,15 +311,6 @@ impl Shared {
         // ORDERING: a stale first read only costs a failed compare-exchange.
         let mut current = self.state.load(Ordering::Relaxed);
         loop {
-            if current & (CLOSED | RESETTING) == RESETTING {
-                // The consumer is replacing the drained storage (a few hundred nanoseconds:
-                // one free): wait for it rather than push into storage being replaced.
-                crate::sync::spin_hint();
-                // ORDERING: Acquire pairs with the consumer's clearing of RESETTING: the
-                // storage it installed is visible before we push into it.
-                current = self.state.load(Ordering::Acquire);
-                continue;
-            }
             if current & CLOSED != 0 {
                 if dropped_oldest > 0 {
                     // We released room; the consumer may be waiting to observe the close.
@@ -436,40 +400,6 @@ impl Shared {
         Some(msg)
     }
 
-    /// Consumer only: if the queue is drained (nothing counted, no reservation in flight),
-    /// replaces the item storage with a fresh one, freeing the segment the old one keeps
-    /// (a `SegQueue` frees a segment only when its consumer moves into the next one, so a
-    /// drained queue would hold its last 1.1 KiB segment forever). Returns whether it did.
-    ///
-    /// Why no access overlaps the replacement: RESETTING is set by a compare-exchange from a
-    /// state of zero messages and zero bytes, so every reservation made before it has been
-    /// popped and released (its push and pop completed before the release that the
-    /// compare-exchange reads, directly or through the release sequence of the state word), and
-    /// no reservation can succeed until it is cleared: producers wait on it. Producers pop
-    /// only under [`OverflowPolicy::DropOldest`], from a full queue and without a reservation,
-    /// so such queues are never reset (they keep their segment).
-    fn shrink(&self) -> bool {
-        if self.policy == OverflowPolicy::DropOldest {
-            return false;
-        }
-        // ORDERING: Acquire: every push and pop whose release we read completed before the
-        // replacement below.
-        if self
-            .state
-            .compare_exchange(0, RESETTING, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        // SAFETY: RESETTING is held (see above): no other thread touches the storage.
-        let old = unsafe { self.items.replace() };
-        // ORDERING: Release publishes the new storage to the producers that wait on the bit.
-        self.state.fetch_and(!RESETTING, Ordering::Release);
-        // Freed outside the window: producers wait only for the swap itself.
-        drop(old);
-        true
-    }
-
     /// Closes the queue; the first reason sticks. Returns whether this call closed it.
     pub(crate) fn close(&self, reason: CloseReason) -> bool {
         // ORDERING: AcqRel/Acquire: the reason is published before CLOSED (below), and a
@@ -530,28 +460,17 @@ impl Shared {
         true
     }
 
-    /// Consumer only: frees the storage's segment if `took` (a message was taken since the
-    /// last time) and `state`, just loaded, shows the queue drained: an idle queue holds no
-    /// message storage. Costs nothing unless both hold.
-    fn shrink_if_drained(&self, state: u64, took: &mut bool) {
-        if *took && state == 0 && self.shrink() {
-            *took = false;
-        }
-    }
-
-    fn poll_recv(&self, cx: &mut Context<'_>, took: &mut bool) -> Poll<Option<SocketMessage>> {
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<SocketMessage>> {
         if self.discarding() {
             return Poll::Ready(None);
         }
         if let Some(msg) = self.pop() {
-            *took = true;
             return Poll::Ready(Some(msg));
         }
         self.waker.register(cx.waker());
         // Re-check after registering: a push that completed before the registration did not
         // see our waker, but its item is visible now.
         if let Some(msg) = self.pop() {
-            *took = true;
             return Poll::Ready(Some(msg));
         }
         // ORDERING: Acquire pairs with close() and with reservations.
@@ -562,15 +481,11 @@ impl Shared {
                 return Poll::Ready(None);
             }
             // Parked: the next reservation reads zero messages and wakes us (module docs).
-            // Drained: give the storage's segment back (RESETTING keeps the count at zero,
-            // so that reservation still wakes us).
-            self.shrink_if_drained(state, took);
             return Poll::Pending;
         }
         // A counted message we cannot pop: its push is in flight, and its producer may have
         // skipped the wake. Try once more, else ask to be polled again rather than park.
         if let Some(msg) = self.pop() {
-            *took = true;
             return Poll::Ready(Some(msg));
         }
         // A spin-wait on another thread's progress: say so (loom must schedule the producer;
@@ -711,9 +626,6 @@ impl fmt::Debug for Sender {
 /// ```
 pub struct Receiver {
     shared: Arc<Shared>,
-    /// This receiver took a message since the storage was last replaced: the next time it
-    /// finds the queue drained it frees the storage's segment ([`Shared::shrink`]).
-    took: bool,
 }
 
 impl Receiver {
@@ -721,13 +633,13 @@ impl Receiver {
     /// at once after a slow-consumer close (see [what a transport can rely
     /// on](Self#what-a-transport-can-rely-on)). Cancel safe.
     pub async fn recv(&mut self) -> Option<SocketMessage> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+        poll_fn(|cx| self.shared.poll_recv(cx)).await
     }
 
     /// Polls for the next message; `Ready(None)` once the queue is closed and drained (at
     /// once after a slow-consumer close).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<SocketMessage>> {
-        self.shared.poll_recv(cx, &mut self.took)
+        self.shared.poll_recv(cx)
     }
 
     /// Takes the next message if one is queued.
@@ -741,7 +653,6 @@ impl Receiver {
             return Err(TryRecvError::Closed);
         }
         if let Some(msg) = self.shared.pop() {
-            self.took = true;
             return Ok(msg);
         }
         // ORDERING: Acquire pairs with close() and reservations.
@@ -749,7 +660,6 @@ impl Receiver {
         if state & CLOSED != 0 && state & MESSAGES_MASK == 0 {
             Err(TryRecvError::Closed)
         } else {
-            self.shared.shrink_if_drained(state, &mut self.took);
             Err(TryRecvError::Empty)
         }
     }
@@ -780,7 +690,6 @@ impl Receiver {
         while n < limit {
             match self.shared.pop() {
                 Some(msg) => {
-                    self.took = true;
                     buf.push(msg);
                     n += 1;
                 }
@@ -865,85 +774,39 @@ impl fmt::Debug for Receiver {
 
 /// The item storage: lock-free normally; under loom a mutex-protected deque stands in (loom
 /// cannot see inside crossbeam), while the counting and wake-up protocol around it stays ours.
-///
-/// The storage sits in an `UnsafeCell` because the consumer replaces it when the queue is
-/// drained ([`Shared::shrink`]); pushes and pops share it. Under loom the cell is loom's, so
-/// the model checker reports any replacement that is not ordered after every push and pop
-/// before it, and before every one after it.
 struct Items {
     #[cfg(not(nucleus_loom))]
-    queue: UnsafeCell<crossbeam_queue::SegQueue<SocketMessage>>,
+    queue: crossbeam_queue::SegQueue<SocketMessage>,
     #[cfg(nucleus_loom)]
-    queue: UnsafeCell<crate::sync::Mutex<std::collections::VecDeque<SocketMessage>>>,
+    queue: crate::sync::Mutex<std::collections::VecDeque<SocketMessage>>,
 }
-
-#[cfg(not(nucleus_loom))]
-type Storage = crossbeam_queue::SegQueue<SocketMessage>;
-#[cfg(nucleus_loom)]
-type Storage = crate::sync::Mutex<std::collections::VecDeque<SocketMessage>>;
-
-// SAFETY: the storage is itself `Send + Sync` (a `SegQueue`, or loom's mutex); the cell only
-// adds the replacement, whose exclusivity the state word's RESETTING protocol provides.
-unsafe impl Send for Items {}
-// SAFETY: as above.
-unsafe impl Sync for Items {}
 
 impl Items {
     fn new() -> Self {
         Self {
-            queue: UnsafeCell::new(Self::fresh()),
-        }
-    }
-
-    fn fresh() -> Storage {
-        #[cfg(not(nucleus_loom))]
-        {
-            crossbeam_queue::SegQueue::new()
-        }
-        #[cfg(nucleus_loom)]
-        {
-            crate::sync::Mutex::new(std::collections::VecDeque::new())
+            #[cfg(not(nucleus_loom))]
+            queue: crossbeam_queue::SegQueue::new(),
+            #[cfg(nucleus_loom)]
+            queue: crate::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
     fn push(&self, msg: SocketMessage) {
-        self.queue.with(|q| {
-            // SAFETY: shared access; the only exclusive access is `replace`, which the state
-            // word's RESETTING protocol keeps apart from every push (`Shared::shrink`).
-            let q = unsafe { &*q };
-            #[cfg(not(nucleus_loom))]
-            q.push(msg);
-            #[cfg(nucleus_loom)]
-            crate::sync::lock(q).push_back(msg);
-        })
+        #[cfg(not(nucleus_loom))]
+        self.queue.push(msg);
+        #[cfg(nucleus_loom)]
+        crate::sync::lock(&self.queue).push_back(msg);
     }
 
     fn pop(&self) -> Option<SocketMessage> {
-        self.queue.with(|q| {
-            // SAFETY: as in `push`.
-            let q = unsafe { &*q };
-            #[cfg(not(nucleus_loom))]
-            {
-                q.pop()
-            }
-            #[cfg(nucleus_loom)]
-            {
-                crate::sync::lock(q).pop_front()
-            }
-        })
-    }
-
-    /// Installs fresh storage and returns the old one.
-    ///
-    /// # Safety
-    ///
-    /// No other access (push, pop) may overlap this one: the caller holds RESETTING over a
-    /// drained queue ([`Shared::shrink`]).
-    unsafe fn replace(&self) -> Storage {
-        self.queue.with_mut(|q| {
-            // SAFETY: exclusive by the caller's contract.
-            std::mem::replace(unsafe { &mut *q }, Self::fresh())
-        })
+        #[cfg(not(nucleus_loom))]
+        {
+            self.queue.pop()
+        }
+        #[cfg(nucleus_loom)]
+        {
+            crate::sync::lock(&self.queue).pop_front()
+        }
     }
 }
 

@@ -59,8 +59,6 @@ fn a_drained_backlog_leaves_no_buffer_behind_and_the_connection_future_is_small(
         let task = tokio::spawn(service.serve_upgraded(stream, Admission::anonymous(), None));
         let mut c = client.await.unwrap();
         eventually("joined", || rec.connected_ids().len() == 1).await;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let never_sent = live();
         // One message through, so every lazily built structure exists.
         hub.broadcast_to_room("room", SocketMessage::text("warm"))
             .await
@@ -69,11 +67,6 @@ fn a_drained_backlog_leaves_no_buffer_behind_and_the_connection_future_is_small(
         c.shrink();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let before = live();
-        // The first message leaves nothing behind: the queue frees its storage segment
-        // (1.1 KiB) once drained, the outbox its chunks and staging buffer.
-        let first = before - never_sent;
-        println!("held after the first message: {first} bytes");
-        assert!(first <= 256, "{first} bytes held after the first message");
 
         // A backlog the client does not read (within the queue's 1 MiB bound)...
         let text = "x".repeat(SIZE);

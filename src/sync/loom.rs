@@ -29,12 +29,6 @@ impl<T> UnsafeCell<T> {
         Self(loom::cell::UnsafeCell::new(value))
     }
 
-    /// Runs `f` with a shared pointer to the contents. The caller upholds that no exclusive
-    /// access overlaps it.
-    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-        self.0.with(f)
-    }
-
     /// Runs `f` with a mutable pointer to the contents. The caller upholds exclusive access.
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         self.0.with_mut(f)

@@ -25,12 +25,6 @@ impl<T> UnsafeCell<T> {
         Self(core::cell::UnsafeCell::new(value))
     }
 
-    /// Runs `f` with a shared pointer to the contents. The caller upholds that no exclusive
-    /// access overlaps it.
-    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-        f(self.0.get())
-    }
-
     /// Runs `f` with a mutable pointer to the contents. The caller upholds exclusive access.
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
