@@ -659,6 +659,13 @@ impl Options {
         if let Ok(v) = std::env::var("NUCLEUS_WRITE_LATE") {
             config = config.write_late(v != "0");
         }
+        // NUCLEUS_SNDBUF=bytes caps each connection's SO_SNDBUF (0: the kernel's autotuning).
+        if let Some(n) = std::env::var("NUCLEUS_SNDBUF")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            config = config.send_buffer_size((n > 0).then_some(n));
+        }
         if let Some(n) = std::env::var("NUCLEUS_COALESCE_BELOW")
             .ok()
             .and_then(|v| v.parse().ok())

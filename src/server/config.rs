@@ -34,6 +34,7 @@ pub(crate) type AuthHook =
 /// | [`write_batch`](Self::write_batch) | 256 messages per flush |
 /// | [`close_timeout`](Self::close_timeout) | 5 s |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 10 s |
+/// | [`send_buffer_size`](Self::send_buffer_size) | 256 KiB (`SO_SNDBUF` of each accepted connection) |
 ///
 /// # Examples
 ///
@@ -76,7 +77,12 @@ pub struct ServerConfig {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) write_late: bool,
     pub(crate) coalesce_below: usize,
+    pub(crate) send_buffer_size: Option<usize>,
 }
+
+/// The default `SO_SNDBUF` cap of accepted connections (the kernel doubles it for its own
+/// bookkeeping). See [`ServerConfig::send_buffer_size`].
+pub(crate) const DEFAULT_SEND_BUFFER: usize = 256 * 1024;
 
 /// Payloads shorter than this are copied next to their frame header into the batch's staging
 /// buffer; longer ones are written by reference (see `BENCHMARKS.md`, "coalesce or iovec").
@@ -101,6 +107,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             write_late: false,
             coalesce_below: DEFAULT_COALESCE_BELOW,
+            send_buffer_size: Some(DEFAULT_SEND_BUFFER),
         }
     }
 }
@@ -258,6 +265,25 @@ impl ServerConfig {
         self
     }
 
+    /// The kernel send buffer (`SO_SNDBUF`) of each connection the bundled server accepts,
+    /// in bytes; `None` leaves the kernel's autotuning (on Linux up to `tcp_wmem`'s maximum,
+    /// 4 MiB by default). Default 256 KiB.
+    ///
+    /// A client that stops reading can hold, besides its outbound queue ([`queue`](Self::queue)),
+    /// whatever the kernel accepted into the socket: with autotuning that is up to 4 MiB per
+    /// connection, copied by the server before the queue even starts to fill, so a slow
+    /// consumer is noticed late and costs the other connections that much CPU and memory. With
+    /// a cap the backlog stays in the bounded queue, and the slow-consumer policy (close 1008)
+    /// applies after about `queue` + this many bytes. 256 KiB keeps a loopback or LAN link at
+    /// full speed; a single high-latency, high-bandwidth client may need more (a connection's
+    /// throughput is at most the buffer per round trip). Streams handed to
+    /// [`StreamService::serve_upgraded`](crate::server::StreamService::serve_upgraded) are not
+    /// touched: their owner sets their options.
+    pub fn send_buffer_size(mut self, bytes: Option<usize>) -> Self {
+        self.send_buffer_size = bytes.map(|b| b.max(4096));
+        self
+    }
+
     /// Measurement knob (not a stable API): whether the writer yields once to the runtime
     /// (`tokio::task::yield_now`) before taking queued messages. Off by default: measured,
     /// it cuts deliveries per `writev` from 29 to 4.9 in the one-room case (BENCHMARKS.md).
@@ -355,6 +381,11 @@ impl ServerConfig {
         self.shutdown_timeout
     }
 
+    /// The `SO_SNDBUF` cap of accepted connections ([`send_buffer_size`](Self::send_buffer_size)).
+    pub fn send_buffer_limit(&self) -> Option<usize> {
+        self.send_buffer_size
+    }
+
     /// The Origin rule over an upgrade's `Origin` and `Host` header values.
     pub(crate) fn origin_allowed(&self, origin: Option<&[u8]>, host: Option<&[u8]>) -> bool {
         self.origins.allows(origin, host)
@@ -385,6 +416,7 @@ impl fmt::Debug for ServerConfig {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("write_late", &self.write_late)
             .field("coalesce_below", &self.coalesce_below)
+            .field("send_buffer_size", &self.send_buffer_size)
             .finish()
     }
 }

@@ -408,6 +408,10 @@ fn admit(shared: &Arc<ServerShared>, tasks: &mut JoinSet<()>, stream: TcpStream,
 async fn serve_tcp(service: &StreamService, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let config = service.config();
+    if let Some(bytes) = config.send_buffer_size {
+        // Best effort, as `set_nodelay`: a refused option leaves the kernel's default.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+    }
     let mut shutdown = service.shared().shutdown.subscribe();
     // Boxed: the handshake's state lives only until the upgrade; inline, it would size every
     // connection's task for its whole life.

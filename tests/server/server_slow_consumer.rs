@@ -112,3 +112,109 @@ async fn a_client_that_stops_reading_is_closed_while_50_readers_get_everything(t
     }
 }
 }
+
+/// The receive buffer a socket starts with (`tcp_rmem`'s default); a client that never reads
+/// never grows it.
+fn tcp_rmem_default() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(128 * 1024)
+}
+
+/// 100 clients that never read, with ordinary (default) receive buffers, in a room with 10
+/// readers: the bundled server's `SO_SNDBUF` cap keeps each non-reader's backlog in its
+/// bounded queue, so every one of the 100 is closed with 1008 before the room has been sent
+/// more than the queue bound plus the kernel's buffers (with the kernel's autotuning, up to
+/// 4 MiB more per connection), and the readers get every message, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_non_readers_are_all_closed_with_1008_within_the_bound() {
+    const NON_READERS: usize = 100;
+    const READERS: usize = 10;
+    const SIZE: usize = 4096;
+    const QUEUE_BYTES: usize = 64 * 1024;
+    const SNDBUF: usize = 32 * 1024;
+    let hub = StreamHub::new();
+    let rec = Recorder::new(Some("room"), false);
+    let config = ServerConfig::default()
+        .queue(QueueConfig::default().max_bytes(QUEUE_BYTES))
+        .send_buffer_size(Some(SNDBUF))
+        // The non-readers read their close frames only at the end.
+        .close_timeout(std::time::Duration::from_secs(60));
+    let server = start_on(Transport::Bundled, &hub, rec.clone(), config).await;
+    let addr = server.local_addr();
+
+    let mut non_readers = Vec::new();
+    for _ in 0..NON_READERS {
+        non_readers.push(RawClient::connect(addr, "/", &[]).await.expect_open());
+    }
+    let received: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..READERS).map(|_| AtomicUsize::new(0)).collect());
+    let out_of_order = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for r in 0..READERS {
+        let mut ws = ws_connect(addr, "/").await;
+        let received = received.clone();
+        let out_of_order = out_of_order.clone();
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Binary(t) = msg {
+                    let n = received[r].load(Ordering::SeqCst);
+                    if t.len() != SIZE || t[..8] != *format!("{n:08}").as_bytes() {
+                        out_of_order.store(true, Ordering::SeqCst);
+                    }
+                    received[r].store(n + 1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    eventually("all joined", || {
+        rec.connected_ids().len() == READERS + NON_READERS
+    })
+    .await;
+
+    // What one non-reader can absorb before its queue overflows: the kernel's send buffer
+    // (it doubles the cap), the client's receive buffer, one batch being written, the queue.
+    let bound = 2 * SNDBUF + tcp_rmem_default() + 64 * 1024 + QUEUE_BYTES;
+    let mut sent = 0;
+    loop {
+        for _ in 0..16 {
+            let mut payload = vec![b'x'; SIZE];
+            payload[..8].copy_from_slice(format!("{sent:08}").as_bytes());
+            hub.broadcast_to_room("room", SocketMessage::binary(payload))
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        let target = sent;
+        let received = received.clone();
+        eventually("readers to catch up", move || {
+            received.iter().all(|c| c.load(Ordering::SeqCst) == target)
+        })
+        .await;
+        // A closed non-reader is unregistered at once (its close frame waits for it).
+        let open = hub.connection_count().await;
+        if open == READERS {
+            break;
+        }
+        assert!(
+            sent * SIZE <= bound,
+            "{} of {NON_READERS} non-readers closed after {} KiB sent (bound {} KiB)",
+            READERS + NON_READERS - open,
+            sent * SIZE / 1024,
+            bound / 1024
+        );
+    }
+    assert!(
+        !out_of_order.load(Ordering::SeqCst),
+        "a reader saw a gap or reordering"
+    );
+    // Each non-reader reads now: what was on the wire, then close 1008.
+    for (i, mut slow) in non_readers.into_iter().enumerate() {
+        let code = slow.read_until_close(|_| {}).await;
+        assert_eq!(code, Some(1008), "non-reader {i}");
+    }
+    for r in readers {
+        r.abort();
+    }
+}
