@@ -306,27 +306,38 @@ impl StreamHub {
             .sockets
             .get(socket_id)
             .ok_or_else(|| StreamError::SocketNotFound(socket_id.to_string()))?;
-        let queue = entry.socket.sender().shared();
-        let deliver = |msg: &SocketMessage, except| self.deliver_snapshot(room, msg, except);
-        let from_ring = log.join_covered(
-            since,
-            false,
-            || self.local_room_size(room) == 0,
-            || self.join_now(socket_id, room),
-            |msg| {
-                let _ = queue.push(msg.clone());
-            },
-            &deliver,
-        )?;
-        if let Some(recovery) = from_ring {
+        if let Some(recovery) = self.join_through_ring(&log, &entry, room, since, false)? {
             return Ok(recovery);
         }
         link.history_hold(room, true);
         let outcome = self
-            .recover_from_store(link, &log, socket_id, room, since)
+            .recover_from_store(link, &log, &entry, room, since)
             .await;
         link.history_hold(room, false);
         outcome
+    }
+
+    /// [`RoomLog::join_covered`] for `entry`: joins it at `at` through the ring if the ring
+    /// covers `at` (`seed`: start an idle ring over there), replaying into its queue.
+    fn join_through_ring(
+        &self,
+        log: &RoomLog,
+        entry: &SocketEntry,
+        room: &str,
+        at: StreamPosition,
+        seed: bool,
+    ) -> Result<Option<Recovery>, StreamError> {
+        let queue = entry.socket.sender().shared();
+        log.join_covered(
+            at,
+            seed,
+            || self.local_room_size(room) == 0,
+            || self.join_now(entry.socket.id(), room),
+            |msg| {
+                let _ = queue.push(msg.clone());
+            },
+            &|msg, except| self.deliver_snapshot(room, msg, except),
+        )
     }
 
     /// The seam across the store: while this node listens to the room (held), read
@@ -340,7 +351,7 @@ impl StreamHub {
         &self,
         link: &dyn ClusterLink,
         log: &RoomLog,
-        socket_id: &str,
+        entry: &SocketEntry,
         room: &str,
         since: StreamPosition,
     ) -> Result<Recovery, StreamError> {
@@ -350,13 +361,8 @@ impl StreamHub {
         const ATTEMPTS: usize = 100;
         let history = &self.inner.config.history;
         let limit = history.message_limit();
-        let entry = self
-            .inner
-            .sockets
-            .get(socket_id)
-            .ok_or_else(|| StreamError::SocketNotFound(socket_id.to_string()))?;
+        let socket_id = entry.socket.id();
         let queue = entry.socket.sender().shared();
-        let deliver = |msg: &SocketMessage, except| self.deliver_snapshot(room, msg, except);
         let mut cursor = since;
         let mut replayed = 0;
         let live = |replayed: u64| {
@@ -395,17 +401,7 @@ impl StreamHub {
                 replayed += 1;
             }
             cursor = StreamPosition::new(range.epoch, range.top);
-            let joined = log.join_covered(
-                cursor,
-                true,
-                || self.local_room_size(room) == 0,
-                || self.join_now(socket_id, room),
-                |msg| {
-                    let _ = queue.push(msg.clone());
-                },
-                &deliver,
-            )?;
-            if let Some(mut recovery) = joined {
+            if let Some(mut recovery) = self.join_through_ring(log, entry, room, cursor, true)? {
                 recovery.replayed += replayed;
                 return Ok(recovery);
             }
