@@ -672,6 +672,12 @@ impl Options {
         {
             config = config.coalesce_below(n);
         }
+        if let Some(n) = std::env::var("NUCLEUS_READ_BUFFER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            config = config.read_buffer_size(n);
+        }
         config
     }
 }
@@ -733,8 +739,21 @@ pub fn stamp_position(pos: StreamPosition, msg: &SocketMessage) -> SocketMessage
     }
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
+    let mut builder = match std::env::var("NUCLEUS_RUNTIME").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = std::env::var("NUCLEUS_EVENT_INTERVAL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder.event_interval(n);
+    }
+    builder.enable_all().build()?.block_on(serve())
+}
+
+async fn serve() -> std::io::Result<()> {
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse::<tracing::Level>().ok())

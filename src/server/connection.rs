@@ -113,8 +113,15 @@ impl End {
     }
 
     /// Whether frames already queued are still worth sending before the close.
+    ///
+    /// A client closed for flooding still gets what was queued for it, the error frames
+    /// that refused its messages among them: it reads them, it is the reading side that
+    /// keeps up.
     fn keeps_backlog(&self) -> bool {
-        matches!(self, End::Shutdown(_) | End::QueueClosed(_))
+        matches!(
+            self,
+            End::Shutdown(_) | End::QueueClosed(_) | End::RateLimited
+        )
     }
 }
 
@@ -356,6 +363,14 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
         return Poll::Ready(Event::End(End::Shutdown(Instant::now())));
     }
 
+    // Input already buffered comes first: a publisher is usually a member of its own room,
+    // and writing its queue between its messages would send each echo in a write of its
+    // own; this way one read's messages share one write (measured: 200 rooms x 11, a
+    // publisher's 17 messages of one read went out in 17 `writev`s).
+    if let Some(read) = wire.reader.next_buffered() {
+        return on_read(cx, wire, read);
+    }
+
     // Write side.
     loop {
         if !wire.outbox.is_empty() {
@@ -402,37 +417,39 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
     }
 
     // Read side.
-    match wire.reader.poll_next(cx, &mut wire.stream) {
-        Poll::Ready(Ok(Incoming::Message(msg))) => return Poll::Ready(Event::Message(msg)),
-        Poll::Ready(Ok(Incoming::Ping(payload))) => {
-            wire.outbox
-                .push_control(frame::control_frame(OP_PONG, &payload));
-            if !wire.outbox.is_empty() {
-                // Write the pong now (and look at the reader again after it).
-                if let Poll::Ready(Err(e)) = wire.outbox.poll_write(cx, &mut wire.stream) {
-                    return Poll::Ready(Event::End(End::WriteFailed(e)));
-                }
-            }
-            return Poll::Ready(Event::Activity);
-        }
-        Poll::Ready(Ok(Incoming::Pong)) => return Poll::Ready(Event::Activity),
-        Poll::Ready(Ok(Incoming::Close(code))) => {
-            return Poll::Ready(Event::End(End::PeerClosed(code)));
-        }
-        Poll::Ready(Err(ReadError::Fault(code, why))) => {
-            return Poll::Ready(Event::End(End::Fault(code, why)));
-        }
-        Poll::Ready(Err(ReadError::Eof)) => return Poll::Ready(Event::End(End::PeerGone(None))),
-        Poll::Ready(Err(ReadError::Io(e))) => {
-            return Poll::Ready(Event::End(End::PeerGone(Some(e))));
-        }
-        Poll::Pending => {}
+    if let Poll::Ready(read) = wire.reader.poll_next(cx, &mut wire.stream) {
+        return on_read(cx, wire, read);
     }
 
     if timer.poll(cx).is_ready() {
         return Poll::Ready(Event::Tick);
     }
     Poll::Pending
+}
+
+/// What a connection does with what its reader produced.
+fn on_read<S: AsyncRead + AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    wire: &mut Wire<S>,
+    read: Result<Incoming, ReadError>,
+) -> Poll<Event> {
+    Poll::Ready(match read {
+        Ok(Incoming::Message(msg)) => Event::Message(msg),
+        Ok(Incoming::Ping(payload)) => {
+            wire.outbox
+                .push_control(frame::control_frame(OP_PONG, &payload));
+            // Write the pong now (and look at the reader again after it).
+            match wire.outbox.poll_write(cx, &mut wire.stream) {
+                Poll::Ready(Err(e)) => Event::End(End::WriteFailed(e)),
+                _ => Event::Activity,
+            }
+        }
+        Ok(Incoming::Pong) => Event::Activity,
+        Ok(Incoming::Close(code)) => Event::End(End::PeerClosed(code)),
+        Err(ReadError::Fault(code, why)) => Event::End(End::Fault(code, why)),
+        Err(ReadError::Eof) => Event::End(End::PeerGone(None)),
+        Err(ReadError::Io(e)) => Event::End(End::PeerGone(Some(e))),
+    })
 }
 
 /// Sends what the end calls for — the backlog on shutdown or queue close, then the close
@@ -449,7 +466,7 @@ async fn send_close<S: AsyncRead + AsyncWrite + Unpin>(
     if let End::Shutdown(at) = end {
         deadline = deadline.min(*at);
     }
-    if matches!(end, End::Fault(..) | End::SlowConsumer | End::RateLimited) {
+    if matches!(end, End::Fault(..) | End::SlowConsumer) {
         // The client broke a rule or cannot keep up: nothing more but the close.
         wire.outbox.discard_unstarted();
     }

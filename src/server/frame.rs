@@ -190,6 +190,22 @@ impl FrameReader {
         }
     }
 
+    /// The next thing the client sent if it is already buffered, without reading: `None`
+    /// when the buffer holds no complete frame.
+    pub(crate) fn next_buffered(&mut self) -> Option<Result<Incoming, ReadError>> {
+        loop {
+            match self.parse() {
+                Ok(Parsed::Event(event)) => {
+                    self.release_if_empty();
+                    return Some(Ok(event));
+                }
+                Ok(Parsed::Continue) => continue,
+                Ok(Parsed::Need(_)) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
     fn release_if_empty(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();
