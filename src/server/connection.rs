@@ -40,7 +40,7 @@ use crate::server::config::ServerConfig;
 use crate::server::frame::{self, FrameReader, Incoming, OP_PING, OP_PONG, ReadError};
 use crate::server::outbox::{BATCH_BYTES, Outbox};
 use crate::server::rate_limit::{InboundGate, Verdict};
-use crate::server::service::ServiceShared;
+use crate::server::service::{ConnectionGuard, ServiceShared};
 use crate::socket::WebSocket;
 
 /// Close code sent to a slow consumer (policy violation).
@@ -190,21 +190,79 @@ impl Drop for Registration {
 }
 
 /// An open connection: register, serve, close, unregister.
-pub(crate) async fn open<S>(
-    shared: Arc<ServiceShared>,
-    mut wire: Wire<S>,
+///
+/// A plain function returning an `async move` block, not an `async fn`: an `async fn` keeps
+/// its arguments and the locals moved out of them side by side for its whole life (the
+/// stream and reader twice), and this future is what every open connection holds.
+pub(crate) fn open<S>(
+    wire: Wire<S>,
     admission: Admission,
     peer: Option<SocketAddr>,
-    mut shutdown: ShutdownRx,
-) where
+    shutdown: ShutdownRx,
+    guard: ConnectionGuard,
+) -> impl Future<Output = ()> + Send + 'static
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = &*shared;
-    let config = &shared.config;
+    // Boxed, and built before the block so that the block does not capture the admission
+    // and the peer address for the connection's whole life: they are needed only here.
+    let registering = Box::pin(register(Arc::clone(guard.shared()), admission, peer));
+    let mut wire = wire;
+    let mut shutdown = shutdown;
+    async move {
+        let Some((socket, mut rx)) = registering.await else {
+            return;
+        };
+        let shared = &**guard.shared();
+        let config = &shared.config;
+        let hub = &shared.hub;
+        let mut registration = Registration {
+            hub: hub.clone(),
+            id: Arc::clone(&socket.id),
+            armed: true,
+        };
 
-    // --- Register. ---
+        // --- Run. ---
+        shared.handler.on_connect(hub, &socket).await;
+        let end = run(shared, &mut wire, &socket, &mut rx, &mut shutdown).await;
+        match &end {
+            // Faults: the client broke a rule or stopped responding.
+            End::Fault(..) | End::SlowConsumer | End::Idle | End::RateLimited => {
+                warn!(id = %socket.id, reason = %end, "connection closed")
+            }
+            // Ordinary ends, including clients that vanish mid-write.
+            End::PeerClosed(_)
+            | End::PeerGone(_)
+            | End::Shutdown(_)
+            | End::QueueClosed(_)
+            | End::WriteFailed(_) => debug!(id = %socket.id, reason = %end, "connection closed"),
+        }
+
+        // --- Close: unregister first so nothing new is queued, then finish the handshake. ---
+        let disconnect = Box::pin(hub.end_connection(&socket, end.reason())).await;
+        registration.armed = false;
+        drop(socket);
+        // The closing steps run once, at the end: boxed, so that their state (timers, a drain
+        // buffer) does not size every connection's future for its whole life.
+        let linger_until = Box::pin(send_close(&mut wire, &end, &mut rx, config)).await;
+        drop(rx);
+        shared.handler.on_disconnect_with(hub, &disconnect).await;
+        if let Some(deadline) = linger_until {
+            Box::pin(linger(&mut wire.stream, deadline)).await;
+        }
+    }
+}
+
+/// Registers a new socket for `admission` in the hub (taking the next id if another
+/// transport on the same hub already uses one). `None` if the hub refused it.
+async fn register(
+    shared: Arc<ServiceShared>,
+    admission: Admission,
+    peer: Option<SocketAddr>,
+) -> Option<(WebSocket, Receiver)> {
+    let config = &shared.config;
     let hub = &shared.hub;
-    let (socket, mut rx) = loop {
+    loop {
         let (tx, rx) = channel(config.queue);
         // The hub's ids name the node in a cluster, so `send_to` elsewhere routes here.
         let id = hub.next_socket_id();
@@ -215,53 +273,18 @@ pub(crate) async fn open<S>(
         for (k, v) in &admission.metadata {
             socket = socket.with_metadata(k.as_str(), v.as_str());
         }
-        // Boxed (here and for `unregister`): the hub's futures are large and live only for
-        // one poll; inline they would size the connection's future.
-        match Box::pin(hub.register(socket.clone())).await {
-            Ok(()) => break (socket, rx),
+        match hub.register(socket.clone()).await {
+            Ok(()) => {
+                debug!(?peer, id = %socket.id, user = socket.user_id(), "connection opened");
+                return Some((socket, rx));
+            }
             // Another transport on the same hub uses this id: take the next one.
             Err(StreamError::SocketExists(_)) => continue,
             Err(e) => {
                 warn!(?peer, error = %e, "register failed");
-                return;
+                return None;
             }
         }
-    };
-    drop(admission);
-    let mut registration = Registration {
-        hub: hub.clone(),
-        id: Arc::clone(&socket.id),
-        armed: true,
-    };
-    debug!(?peer, id = %socket.id, user = socket.user_id(), "connection opened");
-
-    // --- Run. ---
-    shared.handler.on_connect(hub, &socket).await;
-    let end = run(shared, &mut wire, &socket, &mut rx, &mut shutdown).await;
-    match &end {
-        // Faults: the client broke a rule or stopped responding.
-        End::Fault(..) | End::SlowConsumer | End::Idle | End::RateLimited => {
-            warn!(id = %socket.id, reason = %end, "connection closed")
-        }
-        // Ordinary ends, including clients that vanish mid-write.
-        End::PeerClosed(_)
-        | End::PeerGone(_)
-        | End::Shutdown(_)
-        | End::QueueClosed(_)
-        | End::WriteFailed(_) => debug!(id = %socket.id, reason = %end, "connection closed"),
-    }
-
-    // --- Close: unregister first so nothing new is queued, then finish the handshake. ---
-    let disconnect = Box::pin(hub.end_connection(&socket, end.reason())).await;
-    registration.armed = false;
-    drop(socket);
-    // The closing steps run once, at the end: boxed, so that their state (timers, a drain
-    // buffer) does not size every connection's future for its whole life.
-    let linger_until = Box::pin(send_close(&mut wire, &end, &mut rx, config)).await;
-    drop(rx);
-    shared.handler.on_disconnect_with(hub, &disconnect).await;
-    if let Some(deadline) = linger_until {
-        Box::pin(linger(&mut wire.stream, deadline)).await;
     }
 }
 

@@ -80,15 +80,17 @@ mod rate_limit;
 mod service;
 mod upgrade;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{sleep, timeout};
+use tokio::time::{Instant, sleep, timeout, timeout_at};
 use tracing::{debug, info, warn};
 
 use crate::handler::StreamHandler;
@@ -99,6 +101,7 @@ pub use auth::{Admission, Rejection, UpgradeRequest};
 pub use config::ServerConfig;
 pub use origin::OriginPolicy;
 pub use rate_limit::RateLimit;
+use service::ABORT_GRACE;
 pub use service::StreamService;
 
 /// Over-limit connections answered with 503 at the same time; beyond this they are dropped
@@ -347,10 +350,28 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ServerShared>, done: wat
         connections = tasks.len(),
         "server shutting down: listener closed"
     );
-    // Each connection closes itself by the deadline and gives up shortly after it (see
-    // `StreamService::serve_upgraded`); handshakes are abandoned at once.
-    while let Some(result) = tasks.join_next().await {
-        log_task_end(result);
+    // Each connection closes itself by the deadline; handshakes are abandoned at once. A
+    // connection still running a grace period past the deadline (a handler that never
+    // returns) is dropped, which unregisters it (as `StreamService::serve_upgraded` does for
+    // each of its futures; here one timer serves all connections).
+    let deadline = (*shutdown.borrow()).unwrap_or_else(Instant::now) + ABORT_GRACE;
+    let joined = timeout_at(deadline, async {
+        while let Some(result) = tasks.join_next().await {
+            log_task_end(result);
+        }
+    })
+    .await;
+    if joined.is_err() {
+        warn!(
+            connections = tasks.len(),
+            "connections still running past the shutdown deadline: dropped"
+        );
+        tasks.abort_all();
+        while let Some(result) = tasks.join_next().await {
+            if !matches!(&result, Err(e) if e.is_cancelled()) {
+                log_task_end(result);
+            }
+        }
     }
     shared.service.idle().await;
     info!("server stopped");
@@ -397,15 +418,24 @@ fn admit(shared: &Arc<ServerShared>, tasks: &mut JoinSet<()>, stream: TcpStream,
         refusal: false,
     };
     let shared = Arc::clone(shared);
+    // The task holds two pointers: the handshake's state and then the connection's are each
+    // one boxed future (a task is as large as its future's largest state, for its whole life).
     tasks.spawn(async move {
         let _guard = guard;
-        serve_tcp(&shared.service, stream, peer).await;
+        let connection = Box::pin(handshake(&shared.service, stream, peer)).await;
+        if let Some(connection) = connection {
+            connection.await;
+        }
     });
 }
 
-/// One accepted TCP connection: the upgrade (bounded by the handshake timeout, abandoned on
-/// shutdown), then the service's connection loop.
-async fn serve_tcp(service: &StreamService, mut stream: TcpStream, peer: SocketAddr) {
+/// One accepted TCP connection's upgrade (bounded by the handshake timeout, abandoned on
+/// shutdown); on success, the service's connection future for it.
+async fn handshake(
+    service: &StreamService,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
     let _ = stream.set_nodelay(true);
     let config = service.config();
     if let Some(bytes) = config.send_buffer_size {
@@ -413,27 +443,30 @@ async fn serve_tcp(service: &StreamService, mut stream: TcpStream, peer: SocketA
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
     }
     let mut shutdown = service.shared().shutdown.subscribe();
-    // Boxed: the handshake's state lives only until the upgrade; inline, it would size every
-    // connection's task for its whole life.
-    let handshake = Box::pin(timeout(
+    let handshake = timeout(
         config.handshake_timeout,
         upgrade::upgrade(&mut stream, config, peer, false),
-    ));
+    );
     let outcome = tokio::select! {
         outcome = handshake => outcome,
-        _ = shutdown.wait_for(Option::is_some) => return,
+        _ = shutdown.wait_for(Option::is_some) => return None,
     };
     match outcome {
         Ok(upgrade::Outcome::Upgraded {
             admission,
             leftover,
-        }) => {
-            service
-                .serve_with_leftover(stream, leftover, admission, Some(peer))
-                .await
+        }) => Some(service.connection(stream, leftover, admission, Some(peer))),
+        Ok(upgrade::Outcome::Refused(status)) => {
+            debug!(%peer, %status, "upgrade refused");
+            None
         }
-        Ok(upgrade::Outcome::Refused(status)) => debug!(%peer, %status, "upgrade refused"),
-        Ok(upgrade::Outcome::Failed(why)) => warn!(%peer, why, "handshake failed"),
-        Err(_) => warn!(%peer, "handshake timed out"),
+        Ok(upgrade::Outcome::Failed(why)) => {
+            warn!(%peer, why, "handshake failed");
+            None
+        }
+        Err(_) => {
+            warn!(%peer, "handshake timed out");
+            None
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,21 +152,9 @@ impl StreamService {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let guard = ConnectionGuard::new(Arc::clone(&self.shared));
         let mut shutdown = self.shared.shutdown.subscribe();
-        // Built and boxed here, not inside the block below: an async block keeps its captures
-        // for its whole life, so moving an inline future (or its arguments) into it would
-        // store them twice. The task then holds this small block; the box, the connection.
-        let wire = Wire::new(stream, leftover, &self.shared.config);
-        let mut connection = Box::pin(connection::open(
-            Arc::clone(&self.shared),
-            wire,
-            admission,
-            peer,
-            shutdown.clone(),
-        ));
+        let mut connection = self.connection(stream, leftover, admission, peer);
         async move {
-            let _guard = guard;
             // The connection closes itself by the shutdown deadline; past it plus a grace (a
             // handler that never returns), it is dropped: its guard still unregisters it.
             let deadline = async {
@@ -182,6 +171,32 @@ impl StreamService {
                 () = deadline => tracing::warn!("connection still running past the shutdown deadline: dropped"),
             }
         }
+    }
+
+    /// The connection on `stream` as one boxed future, counted in
+    /// [`connections`](Self::connections) while it lives, without the drop at the shutdown
+    /// deadline that [`serve_with_leftover`](Self::serve_with_leftover) adds: the bundled
+    /// server enforces that deadline for all its connections at once (a timer per connection
+    /// would cost every idle connection its size).
+    pub(crate) fn connection<S>(
+        &self,
+        stream: S,
+        leftover: Vec<u8>,
+        admission: Admission,
+        peer: Option<SocketAddr>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let guard = ConnectionGuard::new(Arc::clone(&self.shared));
+        let wire = Wire::new(stream, leftover, &self.shared.config);
+        Box::pin(connection::open(
+            wire,
+            admission,
+            peer,
+            self.shared.shutdown.subscribe(),
+            guard,
+        ))
     }
 
     /// Begins a graceful shutdown (later calls do nothing): every connection gets what is
@@ -279,6 +294,11 @@ impl ConnectionGuard {
     fn new(shared: Arc<ServiceShared>) -> Self {
         shared.open.send_modify(|n| *n += 1);
         Self { shared }
+    }
+
+    /// The service this connection belongs to.
+    pub(crate) fn shared(&self) -> &Arc<ServiceShared> {
+        &self.shared
     }
 }
 
