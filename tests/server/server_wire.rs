@@ -147,3 +147,102 @@ async fn frames_pipelined_right_after_the_upgrade_request_are_not_lost(t) {
     server.shutdown_and_wait().await;
 }
 }
+
+/// A stream that counts the writes made to it.
+struct CountingWrites {
+    inner: tokio::net::TcpStream,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for CountingWrites {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingWrites {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Messages that arrive in one read are all handled before the connection writes, so the
+/// replies they queue for the sender itself (a publisher is a member of its own room) share
+/// one write instead of one write each.
+#[tokio::test]
+async fn replies_to_messages_read_together_share_one_write() {
+    let hub = StreamHub::new();
+    let rec = Recorder::new(None, true);
+    let service =
+        StreamService::with_shared_handler(hub.clone(), rec.clone(), ServerConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::spawn(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        RawClient::from_stream(stream, "/").await.expect_open()
+    });
+    let stream = foreign_upgrade(&listener).await;
+    let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = CountingWrites {
+        inner: stream,
+        writes: writes.clone(),
+    };
+    tokio::spawn(service.serve_upgraded(counted, Admission::anonymous(), None));
+    let mut c = client.await.unwrap();
+    eventually("connected", || rec.connected_ids().len() == 1).await;
+
+    // Twenty messages in one segment: the server reads them with one read.
+    const N: usize = 20;
+    let burst: Vec<u8> = (0..N)
+        .flat_map(|i| client_frame(true, OP_TEXT, format!("m{i:02}").as_bytes(), true))
+        .collect();
+    c.send_raw(&burst).await;
+    for i in 0..N {
+        let frame = within("echo", c.read_frame()).await.expect("an echo");
+        assert_eq!(frame.payload, format!("m{i:02}").as_bytes());
+    }
+    let n = writes.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        n <= 2,
+        "{N} echoes of one read took {n} writes (one per message when the connection writes between messages)"
+    );
+    service.shutdown();
+}
