@@ -301,7 +301,6 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     if let Some(deadline) = *shutdown.borrow_and_update() {
         return End::Shutdown(deadline);
     }
-    let deadline_of = shutdown.clone();
     let shutdown_changed = shutdown.changed();
     let mut shutdown_changed = std::pin::pin!(shutdown_changed);
     let mut last_seen = Instant::now();
@@ -347,7 +346,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     .reset((now + config.ping_interval).min(idle_at));
             }
             Event::End(End::Shutdown(now)) => {
-                let deadline = (*deadline_of.borrow()).unwrap_or(now);
+                let deadline = (*shared.shutdown.borrow()).unwrap_or(now);
                 return End::Shutdown(deadline);
             }
             Event::End(end) => return end,

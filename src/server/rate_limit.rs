@@ -92,19 +92,20 @@ pub(crate) enum Verdict {
 }
 
 /// One connection's bucket, plus the inbound accounting of the hub's totals.
-pub(crate) struct InboundGate {
-    limit: Option<RateLimit>,
+pub(crate) struct InboundGate<'a> {
+    /// The service's limit, borrowed: a copy would cost every connection its size.
+    limit: Option<&'a RateLimit>,
     tokens: f64,
     refilled: Instant,
     refusals: u32,
     last_refusal: Option<Instant>,
 }
 
-impl InboundGate {
-    pub(crate) fn new(limit: Option<&RateLimit>) -> Self {
+impl<'a> InboundGate<'a> {
+    pub(crate) fn new(limit: Option<&'a RateLimit>) -> Self {
         Self {
             tokens: limit.map_or(0.0, |l| f64::from(l.burst)),
-            limit: limit.cloned(),
+            limit,
             refilled: Instant::now(),
             refusals: 0,
             last_refusal: None,
@@ -116,7 +117,7 @@ impl InboundGate {
     pub(crate) fn check(&mut self, hub: &StreamHub, socket: &WebSocket, bytes: usize) -> Verdict {
         let verdict = self.decide(Instant::now());
         hub.record_inbound(bytes, verdict != Verdict::Admit);
-        if let (Verdict::Refuse, Some(limit)) = (&verdict, &self.limit) {
+        if let (Verdict::Refuse, Some(limit)) = (&verdict, self.limit) {
             // A full queue makes the client a slow consumer anyway; nothing more to do.
             let _ = socket
                 .sender()
@@ -126,7 +127,7 @@ impl InboundGate {
     }
 
     fn decide(&mut self, now: Instant) -> Verdict {
-        let Some(limit) = &self.limit else {
+        let Some(limit) = self.limit else {
             return Verdict::Admit;
         };
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
@@ -167,7 +168,8 @@ mod tests {
         let t1 = t0 + Duration::from_millis(100);
         assert_eq!(gate.decide(t1), Admit);
         // Refusals more than a second apart never add up to a close.
-        let mut gate = InboundGate::new(Some(&RateLimit::per_second(1).burst(1).max_refusals(1)));
+        let limit = RateLimit::per_second(1).burst(1).max_refusals(1);
+        let mut gate = InboundGate::new(Some(&limit));
         gate.refilled = t0;
         assert_eq!(gate.decide(t0), Admit);
         for i in 1..10u64 {
