@@ -78,6 +78,15 @@ fn idle_queues_and_sockets_are_small() {
             .unwrap();
         assert_eq!(report.queued, n);
     });
+    // Queued: each socket's queue holds a handle in a new segment; the message itself is
+    // allocated once for the whole broadcast (a handle allocated per recipient would add its
+    // 56 bytes to every socket).
+    let queued = (live() - before) / n as isize - per_socket;
+    println!("one broadcast queued to {n} sockets: {queued} bytes per socket");
+    assert!(
+        queued <= 520,
+        "one queued broadcast costs {queued} bytes per socket"
+    );
     for rx in &mut keep {
         assert_eq!(rx.try_recv().unwrap(), SocketMessage::text("welcome"));
     }
