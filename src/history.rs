@@ -53,7 +53,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::entry::SocketEntry;
-use crate::message::SocketMessage;
+use crate::message::{SharedMessage, SocketMessage};
 use crate::report::BroadcastReport;
 use crate::sync::{Arc, AtomicPtr, AtomicU64, AtomicUsize, Ordering, spin_hint};
 
@@ -234,7 +234,8 @@ pub struct Recovery {
 /// One stored message.
 pub(crate) struct Stored {
     at: Instant,
-    msg: SocketMessage,
+    /// Shared with the queues it was delivered or replayed to.
+    msg: SharedMessage,
     /// The socket the broadcast excludes (held so its address is not reused meanwhile).
     except: Option<Arc<SocketEntry>>,
 }
@@ -375,7 +376,7 @@ impl RoomLog {
         &self,
         build: impl FnOnce(StreamPosition) -> SocketMessage,
         except: Option<Arc<SocketEntry>>,
-        deliver: &dyn Fn(&SocketMessage, *const SocketEntry) -> BroadcastReport,
+        deliver: &dyn Fn(&SharedMessage, *const SocketEntry) -> BroadcastReport,
     ) -> (StreamPosition, BroadcastReport) {
         // ORDERING: only uniqueness of offsets matters; the slot store and `pending` carry the
         // publication.
@@ -391,7 +392,7 @@ impl RoomLog {
         let slot = self.slot(offset);
         let raw = Box::into_raw(Box::new(Stored {
             at: Instant::now(),
-            msg,
+            msg: SharedMessage::new(msg),
             except,
         }));
         // ORDERING: AcqRel: Acquire takes ownership of the previous message (stored by the
@@ -417,7 +418,7 @@ impl RoomLog {
     fn serve(
         &self,
         mut held: usize,
-        deliver: &dyn Fn(&SocketMessage, *const SocketEntry) -> BroadcastReport,
+        deliver: &dyn Fn(&SharedMessage, *const SocketEntry) -> BroadcastReport,
     ) -> BroadcastReport {
         let mut report = BroadcastReport::default();
         loop {
@@ -453,8 +454,8 @@ impl RoomLog {
         &self,
         since: Option<StreamPosition>,
         join: impl FnOnce() -> Result<bool, E>,
-        mut replay: impl FnMut(&SocketMessage),
-        deliver: &dyn Fn(&SocketMessage, *const SocketEntry) -> BroadcastReport,
+        mut replay: impl FnMut(&SharedMessage),
+        deliver: &dyn Fn(&SharedMessage, *const SocketEntry) -> BroadcastReport,
     ) -> Result<Recovery, E> {
         #[cfg(not(nucleus_loom_planted_bug_history))]
         // ORDERING: AcqRel/Acquire: taking the role orders the previous holder's `delivered`
@@ -555,7 +556,7 @@ impl RoomLog {
         pos: StreamPosition,
         msg: SocketMessage,
         except: Option<Arc<SocketEntry>>,
-        deliver: &dyn Fn(&SocketMessage, *const SocketEntry) -> BroadcastReport,
+        deliver: &dyn Fn(&SharedMessage, *const SocketEntry) -> BroadcastReport,
     ) -> Option<BroadcastReport> {
         if pos.offset == 0 {
             return None;
@@ -576,7 +577,7 @@ impl RoomLog {
         self.assigned.store(pos.offset, Ordering::Relaxed);
         let raw = Box::into_raw(Box::new(Stored {
             at: Instant::now(),
-            msg,
+            msg: SharedMessage::new(msg),
             except,
         }));
         let slot = self.slot(pos.offset);
@@ -606,8 +607,8 @@ impl RoomLog {
         seed: bool,
         idle: impl FnOnce() -> bool,
         join: impl FnOnce() -> Result<bool, E>,
-        mut replay: impl FnMut(&SocketMessage),
-        deliver: &dyn Fn(&SocketMessage, *const SocketEntry) -> BroadcastReport,
+        mut replay: impl FnMut(&SharedMessage),
+        deliver: &dyn Fn(&SharedMessage, *const SocketEntry) -> BroadcastReport,
     ) -> Result<Option<Recovery>, E> {
         // PLANTED BUG (`--cfg nucleus_loom_planted_bug_history` only): as in `join_since`, the
         // joiner does not take the role; loom_tests/history.rs's cluster models must fail.
@@ -651,7 +652,7 @@ impl RoomLog {
     }
 
     /// Hands the role on (serving what was published meanwhile), after `join_covered`.
-    fn release(&self, deliver: &dyn Fn(&SocketMessage, *const SocketEntry) -> BroadcastReport) {
+    fn release(&self, deliver: &dyn Fn(&SharedMessage, *const SocketEntry) -> BroadcastReport) {
         #[cfg(not(nucleus_loom_planted_bug_history))]
         self.serve(1, deliver);
         #[cfg(nucleus_loom_planted_bug_history)]

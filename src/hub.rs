@@ -11,10 +11,10 @@ use crate::entry::SocketEntry;
 use crate::error::StreamError;
 use crate::history::{HistoryConfig, RoomLog};
 use crate::index::ShardedIndex;
-use crate::message::SocketMessage;
+use crate::message::{SharedMessage, SocketMessage};
 use crate::presence::Presence;
 use crate::presence_events::{PresenceEvents, PresenceKey, PresenceSubscription};
-use crate::queue::{CloseReason, TrySendError};
+use crate::queue::{CloseReason, PushError};
 use crate::report::BroadcastReport;
 use crate::room::{JoinOutcome, LeaveOutcome, Room, RoomCell};
 use crate::socket::WebSocket;
@@ -563,12 +563,12 @@ impl StreamHub {
         let pushed = self.inner.sockets.with(socket_id, |entry| {
             slot.take().map(|m| {
                 let len = m.len();
-                let outcome = entry.socket.sender().shared().push(m);
+                let outcome = entry.socket.sender().shared().push(SharedMessage::new(m));
                 let mut report = BroadcastReport::default();
                 match &outcome {
                     Ok(queued) => report.record(Ok(*queued)),
-                    Err(TrySendError::Full(_)) => report.dropped = 1,
-                    Err(TrySendError::Closed(_)) => report.closed = 1,
+                    Err(PushError::Full(_)) => report.dropped = 1,
+                    Err(PushError::Closed(_)) => report.closed = 1,
                 }
                 self.inner.counters.outbound(&report, len);
                 outcome
@@ -580,7 +580,7 @@ impl StreamHub {
                 _ => Err(StreamError::SocketNotFound(socket_id.to_string())),
             },
             Some(Ok(_)) => Ok(()),
-            Some(Err(TrySendError::Full(_) | TrySendError::Closed(_))) => {
+            Some(Err(PushError::Full(_) | PushError::Closed(_))) => {
                 Err(StreamError::SendFailed(socket_id.to_string()))
             }
         }
@@ -597,7 +597,7 @@ impl StreamHub {
         room: &str,
         msg: SocketMessage,
     ) -> Result<BroadcastReport, StreamError> {
-        self.broadcast_room_now(room, &msg, None)
+        self.broadcast_room_now(room, msg, None)
     }
 
     /// Queues a message for every member of a room except one socket (typically the sender).
@@ -611,7 +611,7 @@ impl StreamHub {
         msg: SocketMessage,
         except_socket_id: &str,
     ) -> Result<BroadcastReport, StreamError> {
-        self.broadcast_room_now(room, &msg, Some(except_socket_id))
+        self.broadcast_room_now(room, msg, Some(except_socket_id))
     }
 
     /// Queues a message for this hub's own members of a room only: it is not forwarded to
@@ -657,28 +657,29 @@ impl StreamHub {
         msg: SocketMessage,
     ) -> Result<BroadcastReport, StreamError> {
         self.check_room_name(room)?;
-        Ok(self.deliver_room(room, &msg, None).0)
+        Ok(self.deliver_room(room, &SharedMessage::new(msg), None).0)
     }
 
     fn broadcast_room_now(
         &self,
         room: &str,
-        msg: &SocketMessage,
+        msg: SocketMessage,
         except: Option<&str>,
     ) -> Result<BroadcastReport, StreamError> {
         self.check_room_name(room)?;
         if self.inner.config.history.is_enabled() {
             if let Some(logged) = self.logged_room(room) {
                 let (log, cell) = logged;
-                let (_, report) =
-                    self.publish_logged(&log, cell.as_ref(), room, except, |_| msg.clone());
+                let (_, report) = self.publish_logged(&log, cell.as_ref(), room, except, |_| msg);
                 return Ok(report);
             }
         }
-        let (report, except_local) = self.deliver_room(room, msg, except);
+        // Wrapped once: every recipient's queue gets a clone of this one handle.
+        let msg = SharedMessage::new(msg);
+        let (report, except_local) = self.deliver_room(room, &msg, except);
         if let Some(link) = self.link() {
             let except = except.map(|id| Except::new(id, except_local));
-            link.room_broadcast(room, msg, except);
+            link.room_broadcast(room, &msg, except);
         }
         Ok(report)
     }
@@ -687,7 +688,7 @@ impl StreamHub {
     pub(crate) fn deliver_room(
         &self,
         room: &str,
-        msg: &SocketMessage,
+        msg: &SharedMessage,
         except: Option<&str>,
     ) -> (BroadcastReport, bool) {
         // Hold the excluded entry so its address cannot be reused by a new socket while we
@@ -751,9 +752,10 @@ impl StreamHub {
             self.check_room_name(name.as_ref())?;
         }
         if let [only] = names.as_slice() {
-            return self.broadcast_room_now(only.as_ref(), &msg, except_socket_id);
+            return self.broadcast_room_now(only.as_ref(), msg, except_socket_id);
         }
         let names: SmallVec<[&str; 4]> = names.iter().map(AsRef::as_ref).collect();
+        let msg = SharedMessage::new(msg);
         let (report, except_local) = self.deliver_rooms(&names, &msg, except_socket_id);
         if let Some(link) = self.link() {
             let except = except_socket_id.map(|id| Except::new(id, except_local));
@@ -767,7 +769,7 @@ impl StreamHub {
     pub(crate) fn deliver_rooms(
         &self,
         names: &[&str],
-        msg: &SocketMessage,
+        msg: &SharedMessage,
         except: Option<&str>,
     ) -> (BroadcastReport, bool) {
         // Held so that its address cannot be reused by a new socket while we compare.
@@ -802,6 +804,7 @@ impl StreamHub {
 
     /// As [`broadcast_all`](Self::broadcast_all), with the full (local) report.
     pub async fn broadcast_all_report(&self, msg: SocketMessage) -> BroadcastReport {
+        let msg = SharedMessage::new(msg);
         let report = self.deliver_all(&msg);
         if let Some(link) = self.link() {
             link.broadcast_all_remote(&msg);
@@ -810,7 +813,7 @@ impl StreamHub {
     }
 
     /// Local delivery to every socket.
-    pub(crate) fn deliver_all(&self, msg: &SocketMessage) -> BroadcastReport {
+    pub(crate) fn deliver_all(&self, msg: &SharedMessage) -> BroadcastReport {
         let mut report = BroadcastReport::default();
         self.inner.sockets.for_each(|_, entry| {
             report.record(entry.socket.sender().shared().push(msg.clone()));
@@ -830,6 +833,7 @@ impl StreamHub {
         user_id: &str,
         msg: SocketMessage,
     ) -> Result<BroadcastReport, StreamError> {
+        let msg = SharedMessage::new(msg);
         let report = self.deliver_user(user_id, &msg);
         if let Some(link) = self.link() {
             link.send_to_user_remote(user_id, &msg);
@@ -838,7 +842,7 @@ impl StreamHub {
     }
 
     /// Local delivery to a user's devices.
-    pub(crate) fn deliver_user(&self, user_id: &str, msg: &SocketMessage) -> BroadcastReport {
+    pub(crate) fn deliver_user(&self, user_id: &str, msg: &SharedMessage) -> BroadcastReport {
         self.inner
             .presence
             .with_devices(user_id, |devices| {
@@ -856,9 +860,9 @@ impl StreamHub {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn deliver_to(&self, socket_id: &str, msg: SocketMessage) -> bool {
         matches!(
-            self.inner
-                .sockets
-                .with(socket_id, |entry| entry.socket.sender().shared().push(msg)),
+            self.inner.sockets.with(socket_id, |entry| {
+                entry.socket.sender().shared().push(SharedMessage::new(msg))
+            }),
             Some(Ok(_))
         )
     }

@@ -18,6 +18,16 @@
 //! An idle queue holds no message storage: segments of 31 slots are allocated as messages
 //! arrive and freed as the consumer moves past them (at most one segment stays allocated).
 //!
+//! A slot holds a thin handle (`SharedMessage`, an `Arc<SocketMessage>`: one pointer), not
+//! the 40-byte message: a broadcast wraps its message once and pushes a clone of the handle
+//! to each recipient, a reference-count bump as the `Bytes` clone it replaces. So the segment
+//! a connection keeps after its first message is 31 × (8 + 8 B of slot state) + the next
+//! pointer = 504 B instead of 1,496 B (`tests/queue_memory.rs`, counting allocator; with the
+//! queue's 512-byte header, 1,016 B per drained queue instead of 2,008). [`Sender::try_send`]
+//! wraps its message (one small allocation per direct send), and the public receive methods
+//! hand the message back out of its handle (moved if it was the last, else a `Bytes`
+//! reference-count bump); the bundled server's writer takes the handle itself.
+//!
 //! # How it works
 //!
 //! Items live in a `crossbeam_queue::SegQueue` (a lock-free MPMC segment queue). One atomic
@@ -52,7 +62,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::task::{Context, Poll, Waker};
 
-use crate::message::SocketMessage;
+use crate::message::{SharedMessage, SocketMessage, unshare};
 use crate::sync::{Arc, AtomicU8, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 
 /// Bits of the state word holding queued payload bytes.
@@ -235,6 +245,27 @@ pub(crate) enum Queued {
     DroppedOldest(u32),
 }
 
+/// Why [`Shared::push`] refused a message, with the handle given back (the crate-internal
+/// twin of [`TrySendError`], which holds the message itself).
+#[derive(Debug)]
+pub(crate) enum PushError {
+    /// As [`TrySendError::Full`].
+    Full(SharedMessage),
+    /// As [`TrySendError::Closed`].
+    Closed(SharedMessage),
+}
+
+impl From<PushError> for TrySendError {
+    /// Takes the message back out of its handle: moved if no other queue shares it (a
+    /// [`Sender::try_send`]), else a clone (a `Bytes` reference-count bump).
+    fn from(refused: PushError) -> Self {
+        match refused {
+            PushError::Full(msg) => Self::Full(unshare(msg)),
+            PushError::Closed(msg) => Self::Closed(unshare(msg)),
+        }
+    }
+}
+
 /// Makes a bounded outbound queue: the producer half for a [`WebSocket`](crate::WebSocket),
 /// the consumer half for the transport. Allocates one small shared header and no message
 /// storage until messages arrive.
@@ -298,12 +329,12 @@ impl Shared {
     ];
 
     /// Pushes without ever blocking. On `Err` the message is given back with the reason.
-    pub(crate) fn push(&self, msg: SocketMessage) -> Result<Queued, TrySendError> {
+    pub(crate) fn push(&self, msg: SharedMessage) -> Result<Queued, PushError> {
         let size = msg.len() as u64;
         if size > self.max_bytes {
             // ORDERING: statistics counter, no data depends on it.
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return Err(TrySendError::Full(msg));
+            return Err(PushError::Full(msg));
         }
         let mut dropped_oldest = 0u32;
         let mut spins = 0u32;
@@ -316,7 +347,7 @@ impl Shared {
                     // We released room; the consumer may be waiting to observe the close.
                     self.waker.wake();
                 }
-                return Err(TrySendError::Closed(msg));
+                return Err(PushError::Closed(msg));
             }
             let messages = (current & MESSAGES_MASK) >> BYTES_BITS;
             let bytes = current & BYTES_MASK;
@@ -342,12 +373,12 @@ impl Shared {
             match self.policy {
                 OverflowPolicy::Disconnect => {
                     self.close(CloseReason::SlowConsumer);
-                    return Err(TrySendError::Closed(msg));
+                    return Err(PushError::Closed(msg));
                 }
                 OverflowPolicy::DropNewest => {
                     // ORDERING: statistics counter.
                     self.dropped.fetch_add(1, Ordering::Relaxed);
-                    return Err(TrySendError::Full(msg));
+                    return Err(PushError::Full(msg));
                 }
                 OverflowPolicy::DropOldest => {
                     if let Some(old) = self.items.pop() {
@@ -365,7 +396,7 @@ impl Shared {
                             if dropped_oldest > 0 {
                                 self.waker.wake();
                             }
-                            return Err(TrySendError::Full(msg));
+                            return Err(PushError::Full(msg));
                         }
                         crate::sync::spin_hint();
                     }
@@ -394,7 +425,7 @@ impl Shared {
         self.state.fetch_sub(ONE_MESSAGE + size, Ordering::AcqRel);
     }
 
-    fn pop(&self) -> Option<SocketMessage> {
+    fn pop(&self) -> Option<SharedMessage> {
         let msg = self.items.pop()?;
         self.release(msg.len() as u64);
         Some(msg)
@@ -460,7 +491,7 @@ impl Shared {
         true
     }
 
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<SocketMessage>> {
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<SharedMessage>> {
         if self.discarding() {
             return Poll::Ready(None);
         }
@@ -510,7 +541,10 @@ impl Sender {
     /// [`TrySendError::Closed`] if the queue is closed, [`TrySendError::Full`] if the policy
     /// refused it. Either way the message is given back.
     pub fn try_send(&self, msg: SocketMessage) -> Result<(), TrySendError> {
-        self.shared.push(msg).map(|_| ())
+        match self.shared.push(SharedMessage::new(msg)) {
+            Ok(_) => Ok(()),
+            Err(refused) => Err(refused.into()),
+        }
     }
 
     /// Closes the queue: later pushes fail, the receiver drains what is queued and then ends.
@@ -633,12 +667,20 @@ impl Receiver {
     /// at once after a slow-consumer close (see [what a transport can rely
     /// on](Self#what-a-transport-can-rely-on)). Cancel safe.
     pub async fn recv(&mut self) -> Option<SocketMessage> {
-        poll_fn(|cx| self.shared.poll_recv(cx)).await
+        poll_fn(|cx| self.shared.poll_recv(cx)).await.map(unshare)
     }
 
     /// Polls for the next message; `Ready(None)` once the queue is closed and drained (at
     /// once after a slow-consumer close).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<SocketMessage>> {
+        self.shared.poll_recv(cx).map(|msg| msg.map(unshare))
+    }
+
+    /// [`poll_recv`](Self::poll_recv), handing out the queued handle itself: a transport
+    /// that only reads the message (the bundled server frames it) shares it with the other
+    /// recipients of a broadcast instead of taking a copy of the message out.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub(crate) fn poll_recv_shared(&mut self, cx: &mut Context<'_>) -> Poll<Option<SharedMessage>> {
         self.shared.poll_recv(cx)
     }
 
@@ -649,6 +691,16 @@ impl Receiver {
     /// [`TryRecvError::Empty`] if nothing is queued now, [`TryRecvError::Closed`] if the queue
     /// is closed and drained, or closed as a slow consumer.
     pub fn try_recv(&mut self) -> Result<SocketMessage, TryRecvError> {
+        self.try_recv_shared().map(unshare)
+    }
+
+    /// [`try_recv`](Self::try_recv), handing out the queued handle itself (see
+    /// [`poll_recv_shared`](Self::poll_recv_shared)).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Self::try_recv).
+    pub(crate) fn try_recv_shared(&mut self) -> Result<SharedMessage, TryRecvError> {
         if self.shared.discarding() {
             return Err(TryRecvError::Closed);
         }
@@ -690,7 +742,7 @@ impl Receiver {
         while n < limit {
             match self.shared.pop() {
                 Some(msg) => {
-                    buf.push(msg);
+                    buf.push(unshare(msg));
                     n += 1;
                 }
                 None => break,
@@ -776,9 +828,9 @@ impl fmt::Debug for Receiver {
 /// cannot see inside crossbeam), while the counting and wake-up protocol around it stays ours.
 struct Items {
     #[cfg(not(nucleus_loom))]
-    queue: crossbeam_queue::SegQueue<SocketMessage>,
+    queue: crossbeam_queue::SegQueue<SharedMessage>,
     #[cfg(nucleus_loom)]
-    queue: crate::sync::Mutex<std::collections::VecDeque<SocketMessage>>,
+    queue: crate::sync::Mutex<std::collections::VecDeque<SharedMessage>>,
 }
 
 impl Items {
@@ -791,14 +843,14 @@ impl Items {
         }
     }
 
-    fn push(&self, msg: SocketMessage) {
+    fn push(&self, msg: SharedMessage) {
         #[cfg(not(nucleus_loom))]
         self.queue.push(msg);
         #[cfg(nucleus_loom)]
         crate::sync::lock(&self.queue).push_back(msg);
     }
 
-    fn pop(&self) -> Option<SocketMessage> {
+    fn pop(&self) -> Option<SharedMessage> {
         #[cfg(not(nucleus_loom))]
         {
             self.queue.pop()

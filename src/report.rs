@@ -1,6 +1,6 @@
 //! What a broadcast did: [`BroadcastReport`].
 
-use crate::queue::{Queued, TrySendError};
+use crate::queue::{PushError, Queued};
 
 /// What a broadcast did, recipient by recipient.
 ///
@@ -32,15 +32,15 @@ impl BroadcastReport {
     }
 
     /// Counts one recipient's push outcome.
-    pub(crate) fn record(&mut self, outcome: Result<Queued, TrySendError>) {
+    pub(crate) fn record(&mut self, outcome: Result<Queued, PushError>) {
         match outcome {
             Ok(Queued::Plain) => self.queued += 1,
             Ok(Queued::DroppedOldest(n)) => {
                 self.queued += 1;
                 self.dropped += n as usize;
             }
-            Err(TrySendError::Full(_)) => self.dropped += 1,
-            Err(TrySendError::Closed(_)) => self.closed += 1,
+            Err(PushError::Full(_)) => self.dropped += 1,
+            Err(PushError::Closed(_)) => self.closed += 1,
         }
     }
 }

@@ -38,7 +38,7 @@ use smallvec::SmallVec;
 
 use crate::entry::SocketEntry;
 use crate::history::RoomLog;
-use crate::message::SocketMessage;
+use crate::message::SharedMessage;
 use crate::presence_events::{PresenceEvent, PresenceEvents, PresenceKey};
 use crate::queue::Shared;
 use crate::report::BroadcastReport;
@@ -118,7 +118,7 @@ impl Members {
     /// Pushes `msg` to every member except `except`; never blocks.
     pub(crate) fn broadcast(
         &self,
-        msg: &SocketMessage,
+        msg: &SharedMessage,
         except: *const SocketEntry,
     ) -> BroadcastReport {
         let mut report = BroadcastReport::default();

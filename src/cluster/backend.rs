@@ -32,6 +32,7 @@ use super::link::{Counters, GOODBYE, Outbound, Shared};
 use super::presence::{self, Announcement, OP_FULL, OP_GOODBYE, OP_HELLO, State};
 use crate::history::StreamPosition;
 use crate::hub::StreamHub;
+use crate::message::SharedMessage;
 use crate::sync::{Ordering, lock};
 
 /// Most sequence counters the publisher keeps before starting them all over at 1 (receivers
@@ -118,6 +119,7 @@ fn unlogged(shared: &Shared, hub: &StreamHub, item: &Outbound) {
         }
     };
     Counters::bump(&shared.counters.history_unlogged, 1);
+    let msg = SharedMessage::new(msg);
     hub.deliver_room(&item.target, &msg, item.except.as_deref());
 }
 
@@ -589,7 +591,8 @@ fn handle(
             }
             Counters::bump(&shared.counters.received, 1);
             let except = env.except.filter(|_| env.flags & FLAG_EXCEPT_LOCAL == 0);
-            hub.deliver_rooms(&broadcast.rooms, &broadcast.msg, except);
+            let msg = SharedMessage::new(broadcast.msg);
+            hub.deliver_rooms(&broadcast.rooms, &msg, except);
         }
         Kind::Room if env.position.is_some() => {
             // A message of a room with history: every node delivers it from here, its
@@ -632,16 +635,16 @@ fn handle(
             match env.kind {
                 Kind::Room => {
                     let except = env.except.filter(|_| env.flags & FLAG_EXCEPT_LOCAL == 0);
-                    hub.deliver_room(env.target, &msg, except);
+                    hub.deliver_room(env.target, &SharedMessage::new(msg), except);
                 }
                 Kind::Direct => {
                     hub.deliver_to(env.target, msg);
                 }
                 Kind::User => {
-                    hub.deliver_user(env.target, &msg);
+                    hub.deliver_user(env.target, &SharedMessage::new(msg));
                 }
                 _ => {
-                    hub.deliver_all(&msg);
+                    hub.deliver_all(&SharedMessage::new(msg));
                 }
             }
         }

@@ -8,7 +8,7 @@ use crate::cluster_link::{ClusterLink, Except};
 use crate::entry::SocketEntry;
 use crate::error::StreamError;
 use crate::history::{Recovery, RoomLog, StreamPosition};
-use crate::message::SocketMessage;
+use crate::message::{SharedMessage, SocketMessage};
 use crate::report::BroadcastReport;
 use crate::room::RoomCell;
 use crate::sync::Arc;
@@ -83,7 +83,7 @@ impl StreamHub {
             }
             None => {
                 let msg = build(StreamPosition::new(0, 0));
-                let report = self.broadcast_room_now(room, &msg, except)?;
+                let report = self.broadcast_room_now(room, msg, except)?;
                 Ok(Published {
                     position: None,
                     report,
@@ -133,7 +133,10 @@ impl StreamHub {
             }
             // Redis unreachable (or the backlog full; the link counts it): this node's members
             // still get the message, live only — no position, not in the log.
-            return (None, self.deliver_room(room, &msg, except).0);
+            return (
+                None,
+                self.deliver_room(room, &SharedMessage::new(msg), except).0,
+            );
         }
         let history = &self.inner.config.history;
         let mut for_link = None;
@@ -181,7 +184,7 @@ impl StreamHub {
         except: Option<&str>,
     ) -> BroadcastReport {
         let Some(log) = self.log_for(room) else {
-            return self.deliver_room(room, &msg, except).0;
+            return self.deliver_room(room, &SharedMessage::new(msg), except).0;
         };
         let msg = self.inner.config.history.stamped(pos, msg);
         let except = except.and_then(|id| self.inner.sockets.get(id));
@@ -396,7 +399,7 @@ impl StreamHub {
             for e in range.entries {
                 if e.except.as_deref() != Some(socket_id) {
                     let pos = StreamPosition::new(range.epoch, e.offset);
-                    let _ = queue.push(history.stamped(pos, e.msg));
+                    let _ = queue.push(SharedMessage::new(history.stamped(pos, e.msg)));
                 }
                 replayed += 1;
             }
@@ -488,7 +491,7 @@ impl StreamHub {
     fn deliver_snapshot(
         &self,
         room: &str,
-        msg: &SocketMessage,
+        msg: &SharedMessage,
         except: *const SocketEntry,
     ) -> BroadcastReport {
         self.inner

@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 use crate::disconnect::DisconnectReason;
 use crate::error::StreamError;
 use crate::hub::StreamHub;
-use crate::message::SocketMessage;
+use crate::message::{SharedMessage, SocketMessage};
 use crate::queue::{CloseReason, Receiver, channel};
 use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
@@ -355,13 +355,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Takes up to a batch of queued messages, starting with `first`, into the outbox.
-fn take_batch(outbox: &mut Outbox, first: SocketMessage, rx: &mut Receiver, config: &ServerConfig) {
+fn take_batch(outbox: &mut Outbox, first: SharedMessage, rx: &mut Receiver, config: &ServerConfig) {
     let mut batch = outbox.batch(rx.queued_bytes() + first.len(), config.coalesce_below);
     batch.push(&first);
     drop(first);
     let mut n = 1;
     while n < config.write_batch && batch.bytes < BATCH_BYTES {
-        match rx.try_recv() {
+        match rx.try_recv_shared() {
             Ok(msg) => batch.push(&msg),
             Err(_) => break,
         }
@@ -420,7 +420,7 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        match rx.poll_recv(cx) {
+        match rx.poll_recv_shared(cx) {
             Poll::Ready(Some(first)) => {
                 take_batch(&mut wire.outbox, first, rx, config);
                 *yielded = !config.write_late;
@@ -495,7 +495,7 @@ async fn send_close<S: AsyncRead + AsyncWrite + Unpin>(
     let sending = async {
         if end.keeps_backlog() {
             // What was queued before the end still goes out, ahead of the close frame.
-            while let Ok(first) = rx.try_recv() {
+            while let Ok(first) = rx.try_recv_shared() {
                 poll_fn(|cx| wire.outbox.poll_write(cx, &mut wire.stream)).await?;
                 take_batch(&mut wire.outbox, first, rx, config);
             }
