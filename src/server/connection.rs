@@ -2,10 +2,17 @@
 //! unregister.
 //!
 //! A connection is one task running one loop over any `AsyncRead + AsyncWrite` stream. Each
-//! turn polls, in order: the shutdown signal; the write side (finish writing the
-//! [`Outbox`], else take what is queued — up to the batch limit — and write it with one
-//! vectored write); the read side ([`FrameReader`]: the next message or control frame); and
-//! the heartbeat timer. Messages reach `on_message` one at a time, in order, between polls.
+//! turn polls, in order: the shutdown signal; a frame already in the read buffer, if any;
+//! the write side (finish writing the [`Outbox`], else take what is queued — up to the batch
+//! limit — and write it with one vectored write); the read side ([`FrameReader`]: read, then
+//! the next message or control frame); and the heartbeat timer. Messages reach `on_message`
+//! one at a time, in order, between polls.
+//!
+//! **Read first.** What one read brought is handled before the write side runs: a publisher
+//! is usually a member of its own room, and writing between its messages sent each echo in
+//! a `writev` of its own (measured: 7.6 deliveries per `writev` in 200 rooms × 11, 21 now).
+//! The buffer is refilled only after the write side ran, so writes still happen between
+//! reads.
 //!
 //! **Write late.** A writer runs when the runtime polls its task, which is after the task
 //! that woke it (a publisher's connection, which handles every message already read before
