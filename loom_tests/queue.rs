@@ -249,3 +249,107 @@ fn g_drop_oldest_with_consumer() {
 fn count_str(got: &[&str], m: &str) -> usize {
     got.iter().filter(|g| **g == m).count()
 }
+
+/// The node list's message: a handle, as the queue stores it.
+fn node_msg(text: &'static str) -> std::sync::Arc<SocketMessage> {
+    std::sync::Arc::new(msg(text))
+}
+
+/// Pops until `n` messages came (yielding while the list shows none: a push may be between
+/// its swap and its link), then checks the list is empty.
+///
+/// # Safety
+///
+/// The caller is the list's only popper.
+unsafe fn pop_n(list: &nucleus_stream::LoomNodes, n: usize) -> Vec<&'static str> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        // SAFETY: the caller's contract.
+        match unsafe { list.pop() } {
+            Some(m) => got.push(static_text(&m)),
+            None => thread::yield_now(),
+        }
+    }
+    got
+}
+
+/// The `&'static str` behind a model message (all are `msg(...)` of a literal).
+fn static_text(m: &SocketMessage) -> &'static str {
+    match m.as_text().expect("text") {
+        "a1" => "a1",
+        "a2" => "a2",
+        "b1" => "b1",
+        other => panic!("unexpected {other}"),
+    }
+}
+
+/// (n) The queue's node list on its own: two producers append (one swap and one link each)
+/// while the popper takes; every message arrives exactly once, in order per producer, and a
+/// node is freed only after its successor is linked (loom's checked cells and atomics see a
+/// use after free or a torn message as an error).
+#[test]
+fn n_node_list_two_producers_one_popper() {
+    model(|| {
+        let list = loom::sync::Arc::new(nucleus_stream::LoomNodes::new());
+        let a = {
+            let list = list.clone();
+            thread::spawn(move || {
+                list.push(node_msg("a1"));
+                list.push(node_msg("a2"));
+            })
+        };
+        let b = {
+            let list = list.clone();
+            thread::spawn(move || list.push(node_msg("b1")))
+        };
+        // SAFETY: this thread is the only popper.
+        let got = unsafe { pop_n(&list, 3) };
+        a.join().unwrap();
+        b.join().unwrap();
+        assert!(fifo_per_producer(&got, &["a1", "a2"]), "{got:?}");
+        assert!(got.contains(&"b1"), "{got:?}");
+        // SAFETY: as above.
+        assert!(unsafe { list.pop() }.is_none(), "a message twice");
+    });
+}
+
+/// (n) The node list's pops under `DropOldest`: a producer appends while two poppers (the
+/// receiver and a producer making room) each pop under the queue's pop lock; every message is
+/// taken exactly once, oldest first.
+#[test]
+fn n_node_list_pops_under_the_lock() {
+    model(|| {
+        let list = loom::sync::Arc::new(nucleus_stream::LoomNodes::new());
+        let lock = loom::sync::Arc::new(loom::sync::Mutex::new(Vec::<&'static str>::new()));
+        list.push(node_msg("a1"));
+        let producer = {
+            let list = list.clone();
+            thread::spawn(move || list.push(node_msg("a2")))
+        };
+        let popper = {
+            let (list, lock) = (list.clone(), lock.clone());
+            thread::spawn(move || {
+                let mut taken = lock.lock().unwrap();
+                // SAFETY: every pop holds `lock`.
+                if let Some(m) = unsafe { list.pop() } {
+                    taken.push(static_text(&m));
+                }
+            })
+        };
+        {
+            let mut taken = lock.lock().unwrap();
+            // SAFETY: every pop holds `lock`.
+            if let Some(m) = unsafe { list.pop() } {
+                taken.push(static_text(&m));
+            }
+        }
+        producer.join().unwrap();
+        popper.join().unwrap();
+        let mut taken = lock.lock().unwrap();
+        // SAFETY: the other threads are done; this is the only popper.
+        while let Some(m) = unsafe { list.pop() } {
+            taken.push(static_text(&m));
+        }
+        assert_eq!(*taken, ["a1", "a2"], "each message once, oldest first");
+    });
+}
