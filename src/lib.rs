@@ -71,10 +71,6 @@ pub use message::{SocketMessage, Utf8Bytes};
 pub use presence_events::{
     PresenceDiff, PresenceEvent, PresenceKey, PresenceRecvError, PresenceSubscription, RoomDiff,
 };
-/// Loom models only: the queue's node list.
-#[cfg(nucleus_loom)]
-#[doc(hidden)]
-pub use queue::Nodes as LoomNodes;
 pub use queue::{
     CloseReason, MAX_BYTES_LIMIT, MAX_MESSAGES_LIMIT, OverflowPolicy, QueueConfig, Receiver,
     Sender, TryRecvError, TrySendError, channel,

@@ -8,29 +8,30 @@
 //! # Bounds and overflow
 //!
 //! A queue is bounded both in messages and in payload bytes ([`QueueConfig`]). A push never
-//! awaits and never blocks (under `DropOldest`, making room takes a lock shared only with the
-//! receiver's pops, held for one pop): when it would exceed a bound the queue's [`OverflowPolicy`]
+//! blocks and never awaits: when it would exceed a bound the queue's [`OverflowPolicy`]
 //! applies — close the queue as a slow consumer (the default), drop the new message, or drop
 //! the oldest queued messages to make room. A single message larger than the byte bound can
 //! never fit; it is refused as [`TrySendError::Full`] under every policy.
 //!
 //! # Memory
 //!
-//! An idle queue holds a small header (~100 bytes) and one 16-byte node; nothing else stays
-//! allocated. Each queued message is one node holding a thin handle (`SharedMessage`, an
-//! `Arc<SocketMessage>`: one pointer), not the 40-byte message: a broadcast wraps its message
-//! once and pushes a clone of the handle to each recipient, a reference-count bump as the
-//! `Bytes` clone it replaces. The node is freed when the message is taken
-//! (`tests/queue_memory.rs` measures both with a counting allocator). [`Sender::try_send`]
+//! An idle queue holds no message storage: segments of 31 slots are allocated as messages
+//! arrive and freed as the consumer moves past them (at most one segment stays allocated).
+//!
+//! A slot holds a thin handle (`SharedMessage`, an `Arc<SocketMessage>`: one pointer), not
+//! the 40-byte message: a broadcast wraps its message once and pushes a clone of the handle
+//! to each recipient, a reference-count bump as the `Bytes` clone it replaces. So the segment
+//! a connection keeps after its first message is 31 × (8 + 8 B of slot state) + the next
+//! pointer = 504 B instead of 1,496 B (`tests/queue_memory.rs`, counting allocator; with the
+//! queue's 512-byte header, 1,016 B per drained queue instead of 2,008). [`Sender::try_send`]
 //! wraps its message (one small allocation per direct send), and the public receive methods
 //! hand the message back out of its handle (moved if it was the last, else a `Bytes`
 //! reference-count bump); the bundled server's writer takes the handle itself.
 //!
 //! # How it works
 //!
-//! Items live in a node list (`nodes.rs`: lock-free appends, one popper at a time; under
-//! [`OverflowPolicy::DropOldest`] producers pop too, so that policy's pops take a small lock
-//! while pushes stay lock-free). One atomic word packs the queued byte count, the queued message count and a CLOSED bit; a producer
+//! Items live in a `crossbeam_queue::SegQueue` (a lock-free MPMC segment queue). One atomic
+//! word packs the queued byte count, the queued message count and a CLOSED bit; a producer
 //! reserves room with a compare-and-swap on it before pushing, so the bound is exact and the
 //! close check is atomic with the reservation. The consumer releases room after popping. The
 //! wake-up protocol is an `AtomicWaker`: the consumer registers, then re-checks; a producer
@@ -61,14 +62,8 @@ use std::fmt;
 use std::future::poll_fn;
 use std::task::{Context, Poll, Waker};
 
-mod nodes;
-
-#[cfg(nucleus_loom)]
-pub use self::nodes::Nodes;
-#[cfg(not(nucleus_loom))]
-use self::nodes::Nodes;
 use crate::message::{SharedMessage, SocketMessage, unshare};
-use crate::sync::{Arc, AtomicU8, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+use crate::sync::{Arc, AtomicU8, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 
 /// Bits of the state word holding queued payload bytes.
 const BYTES_BITS: u32 = 40;
@@ -286,7 +281,6 @@ impl From<PushError> for TrySendError {
 pub fn channel(config: QueueConfig) -> (Sender, Receiver) {
     let shared = Arc::new(Shared {
         items: Items::new(),
-        pop_lock: Mutex::new(()),
         state: AtomicU64::new(0),
         reason: AtomicU8::new(0),
         waker: AtomicWaker::new(),
@@ -306,9 +300,6 @@ pub fn channel(config: QueueConfig) -> (Sender, Receiver) {
 
 pub(crate) struct Shared {
     items: Items,
-    /// Held by every pop of a `DropOldest` queue (its producers pop to make room, and the
-    /// node list allows one popper at a time). Unused under the other policies.
-    pop_lock: Mutex<()>,
     /// Packed: bits 0..40 queued payload bytes, bits 40..63 queued messages, bit 63 CLOSED.
     /// Invariant: the counts cover every message in `items` plus reservations whose push is
     /// in flight; a producer adds before pushing, the consumer subtracts after popping, so the
@@ -328,12 +319,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Byte offsets of the cache lines a push writes: the node list's tail and the state word
-    /// with the waker next to it. For prefetching only: a wrong offset wastes a hint, nothing
-    /// else.
+    /// Byte offsets of the cache lines a push writes: the segment queue's producer half (its
+    /// tail, in the second cache-padded half of `SegQueue`) and the state word with the waker
+    /// next to it. For prefetching only: a wrong offset wastes a hint, nothing else.
     #[cfg_attr(not(all(target_arch = "x86_64", not(nucleus_loom))), allow(dead_code))]
     pub(crate) const PUSH_LINES: [usize; 2] = [
-        std::mem::offset_of!(Shared, items),
+        std::mem::offset_of!(Shared, items) + 128,
         std::mem::offset_of!(Shared, state),
     ];
 
@@ -390,7 +381,7 @@ impl Shared {
                     return Err(PushError::Full(msg));
                 }
                 OverflowPolicy::DropOldest => {
-                    if let Some(old) = self.take_oldest() {
+                    if let Some(old) = self.items.pop() {
                         self.release(old.len() as u64);
                         // ORDERING: statistics counter.
                         self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -434,22 +425,8 @@ impl Shared {
         self.state.fetch_sub(ONE_MESSAGE + size, Ordering::AcqRel);
     }
 
-    /// Takes the oldest message out of the list. One popper at a time: the receiver, and
-    /// under `DropOldest` also producers making room, so that policy's pops hold `pop_lock`.
-    fn take_oldest(&self) -> Option<SharedMessage> {
-        if self.policy == OverflowPolicy::DropOldest {
-            let _popping = crate::sync::lock(&self.pop_lock);
-            // SAFETY: every pop of a `DropOldest` queue holds `pop_lock`.
-            unsafe { self.items.pop() }
-        } else {
-            // SAFETY: under the other policies only the receiver pops (`Receiver` methods
-            // that pop take `&mut self`, as does its drop), and there is one receiver.
-            unsafe { self.items.pop() }
-        }
-    }
-
     fn pop(&self) -> Option<SharedMessage> {
-        let msg = self.take_oldest()?;
+        let msg = self.items.pop()?;
         self.release(msg.len() as u64);
         Some(msg)
     }
@@ -847,35 +824,41 @@ impl fmt::Debug for Receiver {
     }
 }
 
-/// The item storage: the node list. Under loom the protocol models run against a
-/// mutex-protected deque instead (the same three operations), so that their state space is the
-/// protocol's; the node list has models of its own (`loom_tests/queue.rs`, (n)), which run
-/// it directly. With the node list inside them, `g_two_producers_one_parking_consumer` did not
-/// finish in 7.5 minutes (the suite's budget is a few minutes in all).
-#[cfg(not(nucleus_loom))]
-type Items = Nodes;
-#[cfg(nucleus_loom)]
-type Items = StandIn;
+/// The item storage: lock-free normally; under loom a mutex-protected deque stands in (loom
+/// cannot see inside crossbeam), while the counting and wake-up protocol around it stays ours.
+struct Items {
+    #[cfg(not(nucleus_loom))]
+    queue: crossbeam_queue::SegQueue<SharedMessage>,
+    #[cfg(nucleus_loom)]
+    queue: crate::sync::Mutex<std::collections::VecDeque<SharedMessage>>,
+}
 
-/// Under loom: the node list's interface over a mutex-protected deque.
-#[cfg(nucleus_loom)]
-struct StandIn(crate::sync::Mutex<std::collections::VecDeque<SharedMessage>>);
-
-#[cfg(nucleus_loom)]
-impl StandIn {
+impl Items {
     fn new() -> Self {
-        Self(crate::sync::Mutex::new(std::collections::VecDeque::new()))
+        Self {
+            #[cfg(not(nucleus_loom))]
+            queue: crossbeam_queue::SegQueue::new(),
+            #[cfg(nucleus_loom)]
+            queue: crate::sync::Mutex::new(std::collections::VecDeque::new()),
+        }
     }
 
     fn push(&self, msg: SharedMessage) {
-        crate::sync::lock(&self.0).push_back(msg);
+        #[cfg(not(nucleus_loom))]
+        self.queue.push(msg);
+        #[cfg(nucleus_loom)]
+        crate::sync::lock(&self.queue).push_back(msg);
     }
 
-    /// # Safety
-    ///
-    /// As [`Nodes::pop`] (the stand-in would be safe without it).
-    unsafe fn pop(&self) -> Option<SharedMessage> {
-        crate::sync::lock(&self.0).pop_front()
+    fn pop(&self) -> Option<SharedMessage> {
+        #[cfg(not(nucleus_loom))]
+        {
+            self.queue.pop()
+        }
+        #[cfg(nucleus_loom)]
+        {
+            crate::sync::lock(&self.queue).pop_front()
+        }
     }
 }
 
