@@ -123,11 +123,14 @@ impl End {
     ///
     /// A client closed for flooding still gets what was queued for it, the error frames
     /// that refused its messages among them: it reads them, it is the reading side that
-    /// keeps up.
+    /// keeps up. A client that broke the protocol gets the replies to the messages it sent
+    /// before the bad frame (the frames of one read are all handled before anything is
+    /// written, so those replies are still queued): RFC 6455 processing in order, what
+    /// Autobahn's cases 3.2, 4.1.3, 5.15 and 6.4.3 check as strict.
     fn keeps_backlog(&self) -> bool {
         matches!(
             self,
-            End::Shutdown(_) | End::QueueClosed(_) | End::RateLimited
+            End::Shutdown(_) | End::QueueClosed(_) | End::RateLimited | End::Fault(..)
         )
     }
 }
@@ -481,8 +484,8 @@ fn on_read<S: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
-/// Sends what the end calls for — the backlog on shutdown or queue close, then the close
-/// frame — all before the close deadline: the close timeout, or the shutdown deadline if
+/// Sends what the end calls for — the backlog (on shutdown, queue close, a protocol fault or
+/// flooding; not for a slow consumer), then the close frame — all before the close deadline: the close timeout, or the shutdown deadline if
 /// earlier. Returns the deadline for [`linger`], or `None` if the stream is unusable.
 async fn send_close<S: AsyncRead + AsyncWrite + Unpin>(
     wire: &mut Wire<S>,
@@ -495,8 +498,8 @@ async fn send_close<S: AsyncRead + AsyncWrite + Unpin>(
     if let End::Shutdown(at) = end {
         deadline = deadline.min(*at);
     }
-    if matches!(end, End::Fault(..) | End::SlowConsumer) {
-        // The client broke a rule or cannot keep up: nothing more but the close.
+    if matches!(end, End::SlowConsumer) {
+        // The client cannot keep up: nothing more but the close.
         wire.outbox.discard_unstarted();
     }
     let sending = async {

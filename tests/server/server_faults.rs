@@ -168,3 +168,36 @@ async fn garbage_instead_of_a_handshake_is_dropped(t) {
     assert_eq!(hub.connection_count().await, 1);
 }
 }
+
+transport_tests! {
+/// Frames are processed in order: the replies to valid messages that arrived in the same read
+/// as a bad frame are still sent, then the close (RFC 6455 §5; Autobahn 3.2, 4.1.3, 5.15,
+/// 6.4.3 check it as strict).
+#[tokio::test]
+async fn replies_to_messages_before_a_bad_frame_go_out_before_the_close(t) {
+    let (hub, rec, server, mut healthy) = setup(t).await;
+    let mut bad = RawClient::connect(server.local_addr(), "/", &[])
+        .await
+        .expect_open();
+    let mut burst = client_frame(true, OP_TEXT, b"first", true);
+    burst.extend(client_frame(true, OP_TEXT, b"second", true));
+    // Reserved bit RSV1 set, no extension negotiated: a protocol error.
+    let mut reserved = client_frame(true, OP_TEXT, b"bad", true);
+    reserved[0] |= 0x40;
+    burst.extend(reserved);
+    bad.send_raw(&burst).await;
+    let mut echoes = Vec::new();
+    let code = bad
+        .read_until_close(|frame| {
+            if frame.opcode == OP_TEXT {
+                echoes.push(frame.payload.clone());
+            }
+        })
+        .await;
+    assert_eq!(code, Some(1002));
+    assert_eq!(echoes, [b"first".to_vec(), b"second".to_vec()]);
+    bad.wait_eof().await;
+    drop(bad);
+    healthy_still_served(&mut healthy, &hub, &rec, "after 1002").await;
+}
+}
