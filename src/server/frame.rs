@@ -170,13 +170,9 @@ impl FrameReader {
         stream: &mut S,
     ) -> Poll<Result<Incoming, ReadError>> {
         loop {
-            let needed = match self.parse()? {
-                Parsed::Event(event) => {
-                    self.release_if_empty();
-                    return Poll::Ready(Ok(event));
-                }
-                Parsed::Continue => continue,
-                Parsed::Need(n) => n,
+            let needed = match self.next_parsed()? {
+                Ok(event) => return Poll::Ready(Ok(event)),
+                Err(needed) => needed,
             };
             match self.poll_fill(cx, stream, needed) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(ReadError::Eof)),
@@ -193,15 +189,24 @@ impl FrameReader {
     /// The next thing the client sent if it is already buffered, without reading: `None`
     /// when the buffer holds no complete frame.
     pub(crate) fn next_buffered(&mut self) -> Option<Result<Incoming, ReadError>> {
+        match self.next_parsed() {
+            Ok(Ok(event)) => Some(Ok(event)),
+            Ok(Err(_needed)) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Parses the buffer up to the next event: `Ok(event)`, or `Err(n)` when the frame being
+    /// parsed needs `n` more bytes.
+    fn next_parsed(&mut self) -> Result<Result<Incoming, usize>, ReadError> {
         loop {
-            match self.parse() {
-                Ok(Parsed::Event(event)) => {
+            match self.parse()? {
+                Parsed::Event(event) => {
                     self.release_if_empty();
-                    return Some(Ok(event));
+                    return Ok(Ok(event));
                 }
-                Ok(Parsed::Continue) => continue,
-                Ok(Parsed::Need(_)) => return None,
-                Err(e) => return Some(Err(e)),
+                Parsed::Continue => continue,
+                Parsed::Need(n) => return Ok(Err(n)),
             }
         }
     }
