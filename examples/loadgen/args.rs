@@ -23,6 +23,8 @@ loadgen: end-to-end load against the chat example (loopback only)
   --non-readers K      also K members that never read (4 KiB receive window), spread
                        over the rooms; at the end they read, and the close codes they
                        got are reported (a slow consumer is closed with 1008)
+  --timeline MS        per MS milliseconds of send time: deliveries, how many took over
+                       2 ms, and the largest latency (where in the run the tail comes from)
   --churn N            N connect/join/disconnect cycles (after 1,000 of warm-up);
                        reports the server's RSS before and after
 ";
@@ -45,6 +47,9 @@ pub(crate) struct Args {
     pub(crate) hold: Duration,
     pub(crate) connect_parallel: usize,
     pub(crate) non_readers: usize,
+    /// Print deliveries, those over 2 ms and the largest latency per this many ns of send
+    /// time.
+    pub(crate) timeline: Option<u64>,
     pub(crate) churn: Option<u64>,
 }
 
@@ -66,6 +71,7 @@ pub(crate) fn parse_args() -> Result<Args, String> {
         hold: Duration::from_secs(2),
         connect_parallel: 128,
         non_readers: 0,
+        timeline: None,
         churn: None,
     };
     let mut it = std::env::args().skip(1);
@@ -96,6 +102,10 @@ pub(crate) fn parse_args() -> Result<Args, String> {
             "--connect-parallel" => {
                 a.connect_parallel =
                     num::<usize>("--connect-parallel", value("--connect-parallel")?)?.max(1)
+            }
+            "--timeline" => {
+                a.timeline =
+                    Some(num::<u64>("--timeline", value("--timeline")?)?.max(1) * 1_000_000)
             }
             "--non-readers" => a.non_readers = num("--non-readers", value("--non-readers")?)?,
             "--churn" => a.churn = Some(num("--churn", value("--churn")?)?),

@@ -36,6 +36,11 @@ pub(crate) struct Counters {
     pub(crate) announcements: AtomicU64,
     pub(crate) disconnected: AtomicUsize,
     pub(crate) window: u64,
+    /// `--timeline`: per slice of send time, deliveries, those over 2 ms, and the slice's
+    /// largest latency (ns); empty without the flag.
+    pub(crate) timeline: Vec<[AtomicU64; 3]>,
+    /// Width of one `--timeline` slice, in ns (non-zero).
+    pub(crate) slice_ns: u64,
 }
 
 /// What one connection saw.
@@ -202,7 +207,18 @@ pub(crate) async fn read_loop(
                     continue;
                 }
                 let now = origin.elapsed().as_nanos() as u64;
-                report.histogram.record(now.saturating_sub(sent_ns));
+                let latency = now.saturating_sub(sent_ns);
+                report.histogram.record(latency);
+                if let Some(slice) = counters
+                    .timeline
+                    .get((sent_ns / counters.slice_ns) as usize)
+                {
+                    slice[0].fetch_add(1, Ordering::Relaxed);
+                    if latency > 2_000_000 {
+                        slice[1].fetch_add(1, Ordering::Relaxed);
+                    }
+                    slice[2].fetch_max(latency, Ordering::Relaxed);
+                }
                 let expected = report.received[p];
                 if seq < expected {
                     report.duplicates += 1;

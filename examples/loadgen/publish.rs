@@ -100,6 +100,16 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         announcements: AtomicU64::new(0),
         disconnected: AtomicUsize::new(0),
         window: args.window,
+        timeline: match args.timeline {
+            // Slices of send time from `origin`: the measured phase, the settling before it
+            // (up to 30 s) and some slack.
+            Some(slice) => {
+                let slices = (args.duration.as_nanos() as u64 + 40_000_000_000) / slice;
+                (0..slices).map(|_| Default::default()).collect()
+            }
+            None => Vec::new(),
+        },
+        slice_ns: args.timeline.unwrap_or(1),
     });
     let origin = Instant::now();
     let stop = Arc::new(Notify::new());
@@ -336,6 +346,17 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         fmt_ns((hist.sum / u128::from(hist.count.max(1))) as u64),
         hist.count
     );
+    for (i, slice) in counters.timeline.iter().enumerate() {
+        let n = slice[0].load(Ordering::Relaxed);
+        if n > 0 {
+            println!(
+                "timeline {:>6} ms  {n:>7} deliveries  {:>6} over 2 ms  max {}",
+                i as u64 * counters.slice_ns / 1_000_000,
+                slice[1].load(Ordering::Relaxed),
+                fmt_ns(slice[2].load(Ordering::Relaxed))
+            );
+        }
+    }
     if let (Some(s), Some(b), Some(a)) = (&server, before, after) {
         let cpu = a.cpu_ns.saturating_sub(b.cpu_ns);
         println!(
