@@ -666,6 +666,13 @@ impl Options {
         {
             config = config.send_buffer_size((n > 0).then_some(n));
         }
+        // NUCLEUS_UNSENT_LIMIT=bytes sets each connection's TCP_NOTSENT_LOWAT (0: the system's).
+        if let Some(n) = std::env::var("NUCLEUS_UNSENT_LIMIT")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            config = config.unsent_limit((n > 0).then_some(n));
+        }
         if let Some(n) = std::env::var("NUCLEUS_COALESCE_BELOW")
             .ok()
             .and_then(|v| v.parse().ok())

@@ -35,6 +35,7 @@ pub(crate) type AuthHook =
 /// | [`close_timeout`](Self::close_timeout) | 5 s |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 10 s |
 /// | [`send_buffer_size`](Self::send_buffer_size) | 256 KiB (`SO_SNDBUF` of each accepted connection) |
+/// | [`unsent_limit`](Self::unsent_limit) | 16 KiB (`TCP_NOTSENT_LOWAT` of each accepted connection, Linux) |
 ///
 /// # Examples
 ///
@@ -78,11 +79,15 @@ pub struct ServerConfig {
     pub(crate) write_late: bool,
     pub(crate) coalesce_below: usize,
     pub(crate) send_buffer_size: Option<usize>,
+    pub(crate) unsent_limit: Option<usize>,
 }
 
 /// The default `SO_SNDBUF` cap of accepted connections (the kernel doubles it for its own
 /// bookkeeping). See [`ServerConfig::send_buffer_size`].
 pub(crate) const DEFAULT_SEND_BUFFER: usize = 256 * 1024;
+
+/// The default `TCP_NOTSENT_LOWAT` of accepted connections. See [`ServerConfig::unsent_limit`].
+pub(crate) const DEFAULT_UNSENT_LIMIT: usize = 16 * 1024;
 
 /// Payloads shorter than this are copied next to their frame header into the batch's staging
 /// buffer; longer ones are written by reference (see `BENCHMARKS.md`, "coalesce or iovec").
@@ -108,6 +113,7 @@ impl Default for ServerConfig {
             write_late: false,
             coalesce_below: DEFAULT_COALESCE_BELOW,
             send_buffer_size: Some(DEFAULT_SEND_BUFFER),
+            unsent_limit: Some(DEFAULT_UNSENT_LIMIT),
         }
     }
 }
@@ -284,6 +290,26 @@ impl ServerConfig {
         self
     }
 
+    /// The most bytes the kernel holds *unsent* for each connection the bundled server
+    /// accepts (`TCP_NOTSENT_LOWAT`, Linux and Android; ignored elsewhere); `None` leaves the
+    /// system's setting (`net.ipv4.tcp_notsent_lowat`, unlimited by default). Default 16 KiB.
+    ///
+    /// Unlike [`send_buffer_size`](Self::send_buffer_size), which bounds what is unsent and
+    /// what is in flight together, this bounds only what waits for the peer's receive window:
+    /// a client that reads keeps its whole send buffer for data in flight, and a client that
+    /// stops reading takes about this much (plus one socket buffer segment) before its
+    /// socket stops accepting writes and its messages wait in the bounded queue as shared
+    /// handles. Measured with 100 non-readers among 100 readers (4 KiB messages, 500/s): the
+    /// readers' slow phase at the start, while the non-readers' sockets fill, shrank from
+    /// about 200 ms to about 60 ms (`BENCHMARKS.md`). 16 KiB is what HTTP/2 servers use
+    /// for the same reason. Streams handed to
+    /// [`StreamService::serve_upgraded`](crate::server::StreamService::serve_upgraded) are not
+    /// touched.
+    pub fn unsent_limit(mut self, bytes: Option<usize>) -> Self {
+        self.unsent_limit = bytes;
+        self
+    }
+
     /// Measurement knob (not a stable API): whether the writer yields once to the runtime
     /// (`tokio::task::yield_now`) before taking queued messages. Off by default: measured,
     /// it cuts deliveries per `writev` from 29 to 4.9 in the one-room case (BENCHMARKS.md).
@@ -417,6 +443,7 @@ impl fmt::Debug for ServerConfig {
             .field("write_late", &self.write_late)
             .field("coalesce_below", &self.coalesce_below)
             .field("send_buffer_size", &self.send_buffer_size)
+            .field("unsent_limit", &self.unsent_limit)
             .finish()
     }
 }

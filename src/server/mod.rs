@@ -442,6 +442,12 @@ async fn handshake(
         // Best effort, as `set_nodelay`: a refused option leaves the kernel's default.
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
     }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(bytes) = config.unsent_limit {
+        // Best effort as well: an older kernel without the option keeps its default.
+        let lowat = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(lowat);
+    }
     let mut shutdown = service.shared().shutdown.subscribe();
     let handshake = timeout(
         config.handshake_timeout,

@@ -129,16 +129,45 @@ fn tcp_rmem_default() -> usize {
 /// 4 MiB more per connection), and the readers get every message, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_non_readers_are_all_closed_with_1008_within_the_bound() {
+    const SNDBUF: usize = 32 * 1024;
+    // The send buffer cap alone: the unsent limit off.
+    let config = ServerConfig::default()
+        .send_buffer_size(Some(SNDBUF))
+        .unsent_limit(None);
+    // What one non-reader can absorb before its queue overflows: the kernel's send buffer
+    // (it doubles the cap), the client's receive buffer, one batch being written, the queue.
+    non_readers_are_closed_within(config, 2 * SNDBUF + tcp_rmem_default() + 64 * 1024).await;
+}
+
+/// The same with the kernel's send buffer autotuning left on: the unsent limit
+/// (`TCP_NOTSENT_LOWAT`) alone stops a non-reader's socket from taking more than that many
+/// unsent bytes (plus one segment of up to 64 KiB on loopback) once its receive window is
+/// full. Without it, autotuning lets each take up to 4 MiB first (seen: the assertion fails
+/// with `unsent_limit(None)`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unsent_limit_alone_bounds_what_a_non_reader_takes() {
+    const UNSENT: usize = 16 * 1024;
+    let config = ServerConfig::default()
+        .send_buffer_size(None)
+        .unsent_limit(Some(UNSENT));
+    // The unsent limit and one segment, the client's receive buffer, one batch being written,
+    // and one round of slack (the count is checked every 64 KiB).
+    let kernel_bound = UNSENT + 64 * 1024 + tcp_rmem_default() + 64 * 1024 + 64 * 1024;
+    non_readers_are_closed_within(config, kernel_bound).await;
+}
+
+/// 100 non-readers and 10 readers in one room under `config` (with a 64 KiB queue bound):
+/// every non-reader is closed with 1008 before the room has been sent more than
+/// `kernel_bound` plus the queue bound, and the readers get every message, in order.
+async fn non_readers_are_closed_within(config: ServerConfig, kernel_bound: usize) {
     const NON_READERS: usize = 100;
     const READERS: usize = 10;
     const SIZE: usize = 4096;
     const QUEUE_BYTES: usize = 64 * 1024;
-    const SNDBUF: usize = 32 * 1024;
     let hub = StreamHub::new();
     let rec = Recorder::new(Some("room"), false);
-    let config = ServerConfig::default()
+    let config = config
         .queue(QueueConfig::default().max_bytes(QUEUE_BYTES))
-        .send_buffer_size(Some(SNDBUF))
         // The non-readers read their close frames only at the end.
         .close_timeout(std::time::Duration::from_secs(60));
     let server = start_on(Transport::Bundled, &hub, rec.clone(), config).await;
@@ -173,9 +202,7 @@ async fn a_hundred_non_readers_are_all_closed_with_1008_within_the_bound() {
     })
     .await;
 
-    // What one non-reader can absorb before its queue overflows: the kernel's send buffer
-    // (it doubles the cap), the client's receive buffer, one batch being written, the queue.
-    let bound = 2 * SNDBUF + tcp_rmem_default() + 64 * 1024 + QUEUE_BYTES;
+    let bound = kernel_bound + QUEUE_BYTES;
     let mut sent = 0;
     loop {
         for _ in 0..16 {
