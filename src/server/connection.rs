@@ -224,9 +224,8 @@ where
             return;
         };
         let shared = &**guard.shared();
-        let config = &shared.config;
         let hub = &shared.hub;
-        let mut registration = Registration {
+        let registration = Registration {
             hub: hub.clone(),
             id: Arc::clone(&socket.id),
             armed: true,
@@ -235,31 +234,44 @@ where
         // --- Run. ---
         shared.handler.on_connect(hub, &socket).await;
         let end = run(shared, &mut wire, &socket, &mut rx, &mut shutdown).await;
-        match &end {
-            // Faults: the client broke a rule or stopped responding.
-            End::Fault(..) | End::SlowConsumer | End::Idle | End::RateLimited => {
-                warn!(id = %socket.id, reason = %end, "connection closed")
-            }
-            // Ordinary ends, including clients that vanish mid-write.
-            End::PeerClosed(_)
-            | End::PeerGone(_)
-            | End::Shutdown(_)
-            | End::QueueClosed(_)
-            | End::WriteFailed(_) => debug!(id = %socket.id, reason = %end, "connection closed"),
-        }
+        // The closing steps run once, at the end: boxed, so that their state (the end, the
+        // disconnect record, timers, a drain buffer) does not size every connection's future
+        // for its whole life (measured with `-Zprint-type-sizes`: 920 -> 776 bytes).
+        Box::pin(close(shared, wire, socket, rx, registration, end)).await;
+    }
+}
 
-        // --- Close: unregister first so nothing new is queued, then finish the handshake. ---
-        let disconnect = Box::pin(hub.end_connection(&socket, end.reason())).await;
-        registration.armed = false;
-        drop(socket);
-        // The closing steps run once, at the end: boxed, so that their state (timers, a drain
-        // buffer) does not size every connection's future for its whole life.
-        let linger_until = Box::pin(send_close(&mut wire, &end, &mut rx, config)).await;
-        drop(rx);
-        shared.handler.on_disconnect_with(hub, &disconnect).await;
-        if let Some(deadline) = linger_until {
-            Box::pin(linger(&mut wire.stream, deadline)).await;
+/// Logs the end, unregisters the socket (so nothing new is queued), finishes the closing
+/// handshake and runs `on_disconnect`.
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &ServiceShared,
+    mut wire: Wire<S>,
+    socket: WebSocket,
+    mut rx: Receiver,
+    mut registration: Registration,
+    end: End,
+) {
+    let (config, hub) = (&shared.config, &shared.hub);
+    match &end {
+        // Faults: the client broke a rule or stopped responding.
+        End::Fault(..) | End::SlowConsumer | End::Idle | End::RateLimited => {
+            warn!(id = %socket.id, reason = %end, "connection closed")
         }
+        // Ordinary ends, including clients that vanish mid-write.
+        End::PeerClosed(_)
+        | End::PeerGone(_)
+        | End::Shutdown(_)
+        | End::QueueClosed(_)
+        | End::WriteFailed(_) => debug!(id = %socket.id, reason = %end, "connection closed"),
+    }
+    let disconnect = hub.end_connection(&socket, end.reason()).await;
+    registration.armed = false;
+    drop(socket);
+    let linger_until = send_close(&mut wire, &end, &mut rx, config).await;
+    drop(rx);
+    shared.handler.on_disconnect_with(hub, &disconnect).await;
+    if let Some(deadline) = linger_until {
+        linger(&mut wire.stream, deadline).await;
     }
 }
 
