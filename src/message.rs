@@ -7,6 +7,14 @@ use std::ops::Deref;
 
 use crate::error::StreamError;
 
+/// Largest scratch buffer [`SocketMessage::json`] keeps for its thread between calls.
+const JSON_SCRATCH_KEEP: usize = 16 * 1024;
+
+thread_local! {
+    /// [`SocketMessage::json`]'s serialization buffer, reused by every call on the thread.
+    static JSON_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A UTF-8 string stored in a shared [`Bytes`] buffer.
 ///
 /// Cloning it bumps a reference count; the text itself is never copied. The UTF-8 guarantee
@@ -176,8 +184,29 @@ impl SocketMessage {
     /// [`StreamError::Json`] if `value` cannot be serialized (for example a map with
     /// non-string keys).
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, StreamError> {
-        let text = serde_json::to_string(value)?;
-        Ok(Self::Text(Utf8Bytes::from(text)))
+        // Serialized into this thread's scratch buffer, then copied out at its exact size:
+        // one allocation per message. A `String` grown by the serializer reallocates, and
+        // its spare capacity costs `Bytes` another allocation for its shared header.
+        let exact = JSON_SCRATCH.with(|scratch| {
+            // A `Serialize` impl that itself calls `json` finds the buffer taken: it gets
+            // a fresh one.
+            let mut taken = scratch.try_borrow_mut().ok();
+            let mut fresh = Vec::new();
+            let buf = taken.as_deref_mut().unwrap_or(&mut fresh);
+            buf.clear();
+            let written = serde_json::to_writer(&mut *buf, value)
+                .map(|()| std::str::from_utf8(buf).map(String::from));
+            if buf.capacity() > JSON_SCRATCH_KEEP {
+                // One large message does not pin its buffer to the thread.
+                *buf = Vec::new();
+            }
+            written
+        })?;
+        match exact {
+            Ok(text) => Ok(Self::Text(Utf8Bytes::from(text))),
+            // serde_json writes UTF-8 only; should that ever change, take its own path.
+            Err(_) => Ok(Self::Text(Utf8Bytes::from(serde_json::to_string(value)?))),
+        }
     }
 
     /// Parses the payload (text or binary) as JSON.
