@@ -110,20 +110,84 @@ use nucleus_stream::{
     SocketMessage, StreamHandler, StreamHub, StreamPosition, WebSocket, async_trait,
 };
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// What a client asks for.
-#[derive(Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase")]
-enum Action {
-    Join { room: String, since: Option<Since> },
-    Leave { room: String },
-    Message { room: String, text: String },
+enum Action<'a> {
+    Join {
+        room: Cow<'a, str>,
+        since: Option<Since>,
+    },
+    Leave {
+        room: Cow<'a, str>,
+    },
+    Message {
+        room: Cow<'a, str>,
+        text: Cow<'a, str>,
+    },
     Online,
-    Presence { room: String },
+    Presence {
+        room: Cow<'a, str>,
+    },
+}
+
+/// A request as it arrives: one flat object whose strings are borrowed from the frame (a
+/// string with escapes is the exception). Parsed into an internally tagged enum instead,
+/// serde buffered every request and copied its strings: 4 of the ~9 allocations per
+/// published message in 200 rooms x 11 (counted with a `perf probe` on `malloc`).
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "borrowed")]
+    room: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "borrowed")]
+    text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    since: Option<Since>,
+}
+
+/// An optional string, borrowed from the input where it has no escapes (serde borrows a
+/// `Cow` only when it is not wrapped in an `Option`: hence the newtype).
+fn borrowed<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Borrowed<'a>>::deserialize(d)?.map(|b| b.0))
+}
+
+impl<'a> Request<'a> {
+    /// The action this request asks for, or the error text for the client.
+    fn action(self) -> Result<Action<'a>, String> {
+        let room = |room: Option<Cow<'a, str>>| {
+            room.ok_or_else(|| "invalid request: missing field `room`".to_string())
+        };
+        Ok(match &*self.action {
+            "join" => Action::Join {
+                room: room(self.room)?,
+                since: self.since,
+            },
+            "leave" => Action::Leave {
+                room: room(self.room)?,
+            },
+            "message" => Action::Message {
+                room: room(self.room)?,
+                text: self
+                    .text
+                    .ok_or_else(|| "invalid request: missing field `text`".to_string())?,
+            },
+            "online" => Action::Online,
+            "presence" => Action::Presence {
+                room: room(self.room)?,
+            },
+            other => return Err(format!("invalid request: unknown action {other:?}")),
+        })
+    }
 }
 
 /// A position in a room's history, as a client sends it back.
@@ -274,8 +338,9 @@ impl PresenceFeed {
 impl ChatHandler {
     /// Carries out one client request; `Err` is the error text for that client.
     async fn handle(&self, hub: &StreamHub, socket: &WebSocket, text: &str) -> Result<(), String> {
-        let action: Action =
-            serde_json::from_str(text).map_err(|e| format!("invalid request: {e}"))?;
+        let action = serde_json::from_str::<Request>(text)
+            .map_err(|e| format!("invalid request: {e}"))?
+            .action()?;
         let me = socket.id();
         match action {
             Action::Join { room, since } => {
