@@ -35,8 +35,11 @@ fn a_drained_backlog_leaves_no_buffer_behind_and_the_connection_future_is_small(
     );
     drop(future);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the writer's per-thread scratch (a staging block and a spare chunk list,
+    // `src/server/outbox.rs`) is then made by the warm-up message, before `before` is read,
+    // and what is left after draining is what the connection itself keeps. With more worker
+    // threads each would make its own, once, whichever runs a batch first.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();

@@ -378,7 +378,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Takes up to a batch of queued messages, starting with `first`, into the outbox.
 fn take_batch(outbox: &mut Outbox, first: SharedMessage, rx: &mut Receiver, config: &ServerConfig) {
-    let mut batch = outbox.batch(rx.queued_bytes() + first.len(), config.coalesce_below);
+    let mut batch = outbox.batch(config.coalesce_below);
     batch.push(&first);
     drop(first);
     let mut n = 1;
