@@ -128,8 +128,15 @@ for s in $SCENARIOS; do
       # 500 msg/s of 4 KiB for 4 s: 8 MiB per member, more than a non-reader's kernel buffers
       # and 1 MiB queue hold, so each is closed part-way; they read once publishing stops
       # (within the 5 s close timeout), to see the close code.
-      pairs slow alone --subscribers 100 --size 4096 --rate 500 --duration 4
-      pairs slow with --subscribers 100 --non-readers 100 --size 4096 --rate 500 --duration 4 ;;
+      # Each pair runs alone and with back to back, per server, so that the with/alone ratio
+      # compares runs minutes apart at most on this noisy machine.
+      SLOW="--subscribers 100 --size 4096 --rate 500 --duration 4"
+      for p in $(seq 1 "$PAIRS"); do
+        for kind in nucleus uws; do
+          run slow "$kind" "$p" alone $SLOW
+          run slow "$kind" "$p" with $SLOW --non-readers 100
+        done
+      done ;;
     churn)
       run churn nucleus 1 churn --churn "$CHURN" --connect-parallel 64
       # The churn must leave the hub empty and the RSS within 5 MiB of where it started.
@@ -182,5 +189,17 @@ for (scenario, label), metrics in show.items():
         ratios = [n[p] / u[p] for p in n if p in u and u[p]]
         r = f'{statistics.median(ratios):.2f}x' if ratios else '–'
         print(f'| {scenario} ({label}) | {m} | {fmt(nm)} | {fmt(um)} | {r} | {max(len(n), len(u))} |')
+# The slow-client target: readers' p99 with the non-readers over the same pair's run without.
+alone, with_ = rows.get(('slow', 'alone', 'p99_ns')), rows.get(('slow', 'with', 'p99_ns'))
+if alone and with_:
+    print()
+    print('| slow: readers p99 with ÷ alone | nucleus | uWS |')
+    print('|---|---:|---:|')
+    cells = []
+    for kind in ('nucleus', 'uws'):
+        a, w = alone.get(kind, {}), with_.get(kind, {})
+        per = [w[p] / a[p] for p in sorted(a) if p in w and a[p]]
+        cells.append(f"{statistics.median(per):.2f}x ({', '.join(f'{x:.2f}' for x in per)})" if per else '–')
+    print(f'| median of pairs (each pair) | {cells[0]} | {cells[1]} |')
 TABLE
 exit "$CHURN_FAILED"
