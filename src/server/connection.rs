@@ -53,9 +53,6 @@ use crate::socket::WebSocket;
 /// Close code sent to a slow consumer (policy violation).
 pub(crate) const SLOW_CONSUMER_CODE: u16 = 1008;
 
-/// The shutdown signal: `Some(deadline)` once a graceful shutdown has begun.
-pub(crate) type ShutdownRx = watch::Receiver<Option<Instant>>;
-
 /// Why a connection ended.
 pub(crate) enum End {
     /// The client sent a close frame (its code, if any).
@@ -208,7 +205,6 @@ pub(crate) fn open<S>(
     wire: Wire<S>,
     admission: Admission,
     peer: Option<SocketAddr>,
-    shutdown: ShutdownRx,
     guard: ConnectionGuard,
 ) -> impl Future<Output = ()> + Send + 'static
 where
@@ -218,11 +214,13 @@ where
     // and the peer address for the connection's whole life: they are needed only here.
     let registering = Box::pin(register(Arc::clone(guard.shared()), admission, peer));
     let mut wire = wire;
-    let mut shutdown = shutdown;
+    let mut guard = guard;
     async move {
         let Some((socket, mut rx)) = registering.await else {
             return;
         };
+        // From here a shutdown reaches the connection through its queue.
+        let shutting_down = guard.serve(socket.sender());
         let shared = &**guard.shared();
         let hub = &shared.hub;
         let registration = Registration {
@@ -233,7 +231,10 @@ where
 
         // --- Run. ---
         shared.handler.on_connect(hub, &socket).await;
-        let end = run(shared, &mut wire, &socket, &mut rx, &mut shutdown).await;
+        let end = match shutting_down {
+            Some(deadline) => End::Shutdown(deadline),
+            None => run(shared, &mut wire, &socket, &mut rx).await,
+        };
         // The closing steps run once, at the end: boxed, so that their state (the end, the
         // disconnect record, timers, a drain buffer) does not size every connection's future
         // for its whole life (measured with `-Zprint-type-sizes`: 920 -> 776 bytes).
@@ -316,15 +317,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     wire: &mut Wire<S>,
     socket: &WebSocket,
     rx: &mut Receiver,
-    shutdown: &mut ShutdownRx,
 ) -> End {
     let config = &shared.config;
     let hub = &shared.hub;
-    if let Some(deadline) = *shutdown.borrow_and_update() {
-        return End::Shutdown(deadline);
-    }
-    let shutdown_changed = shutdown.changed();
-    let mut shutdown_changed = std::pin::pin!(shutdown_changed);
     let mut last_seen = Instant::now();
     let timer = sleep(config.ping_interval.min(config.idle_timeout));
     let mut timer = std::pin::pin!(timer);
@@ -340,7 +335,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 rx,
                 config,
                 &mut yielded,
-                shutdown_changed.as_mut(),
+                &shared.shutdown,
                 timer.as_mut(),
             )
         })
@@ -366,10 +361,6 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 timer
                     .as_mut()
                     .reset((now + config.ping_interval).min(idle_at));
-            }
-            Event::End(End::Shutdown(now)) => {
-                let deadline = (*shared.shutdown.borrow()).unwrap_or(now);
-                return End::Shutdown(deadline);
             }
             Event::End(end) => return end,
         }
@@ -398,13 +389,15 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
     rx: &mut Receiver,
     config: &ServerConfig,
     yielded: &mut bool,
-    shutdown: Pin<&mut impl Future<Output = Result<(), watch::error::RecvError>>>,
+    shutdown: &watch::Sender<Option<Instant>>,
     timer: Pin<&mut Sleep>,
 ) -> Poll<Event> {
-    if shutdown.poll(cx).is_ready() {
-        // The deadline is read by the caller from `End::Shutdown`; the sender lives as long
-        // as the service, so `Err` cannot happen, and is treated as an immediate shutdown.
-        return Poll::Ready(Event::End(End::Shutdown(Instant::now())));
+    // A shutdown closes every connection's queue (which wakes it): a closed queue while the
+    // service shuts down ends the connection at once, its backlog still to be sent.
+    if rx.is_closed() {
+        if let Some(deadline) = *shutdown.borrow() {
+            return Poll::Ready(Event::End(End::Shutdown(deadline)));
+        }
     }
 
     // Input already buffered comes first: a publisher is usually a member of its own room,

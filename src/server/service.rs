@@ -18,9 +18,11 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::handler::StreamHandler;
 use crate::hub::StreamHub;
+use crate::queue::Sender;
 use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
 use crate::server::connection::{self, Wire};
+use crate::sync::{Mutex, lock};
 
 /// After the shutdown deadline, how long a connection gets to finish its last steps
 /// (unregister, `on_disconnect`) before its future gives up (a handler that never returns).
@@ -77,6 +79,22 @@ pub(crate) struct ServiceShared {
     /// Connections being served (futures from `serve_upgraded` not yet finished or
     /// dropped). Changed only by [`ConnectionGuard`].
     pub(crate) open: watch::Sender<usize>,
+    /// The outbound queues of the registered connections, through which
+    /// [`StreamService::shutdown`] reaches each of them.
+    serving: Mutex<Serving>,
+}
+
+/// The outbound queues of a service's registered connections: [`StreamService::shutdown`]
+/// closes each, which wakes its connection, and the connection, finding its queue closed
+/// while the service shuts down, ends with 1001. One queue handle per connection here
+/// instead of a `watch` receiver and its `changed()` future in every connection's future
+/// (16 + 120 bytes, `-Zprint-type-sizes`).
+#[derive(Default)]
+struct Serving {
+    /// Invariant: `slots[i]` is `Some` exactly while a [`ConnectionGuard`] holds slot `i`.
+    slots: Vec<Option<Sender>>,
+    /// Indexes of the `None` slots, reused first.
+    free: Vec<usize>,
 }
 
 impl StreamService {
@@ -100,6 +118,7 @@ impl StreamService {
                 config,
                 shutdown,
                 open,
+                serving: Mutex::new(Serving::default()),
             }),
         }
     }
@@ -190,13 +209,7 @@ impl StreamService {
     {
         let guard = ConnectionGuard::new(Arc::clone(&self.shared));
         let wire = Wire::new(stream, leftover, &self.shared.config);
-        Box::pin(connection::open(
-            wire,
-            admission,
-            peer,
-            self.shared.shutdown.subscribe(),
-            guard,
-        ))
+        Box::pin(connection::open(wire, admission, peer, guard))
     }
 
     /// Begins a graceful shutdown (later calls do nothing): every connection gets what is
@@ -206,7 +219,7 @@ impl StreamService {
     /// that never returns) is dropped: unregistered, without its `on_disconnect`.
     pub fn shutdown(&self) {
         let deadline = Instant::now() + self.shared.config.shutdown_timeout;
-        self.shared.shutdown.send_if_modified(|state| {
+        let begun = self.shared.shutdown.send_if_modified(|state| {
             if state.is_none() {
                 *state = Some(deadline);
                 true
@@ -214,6 +227,13 @@ impl StreamService {
                 false
             }
         });
+        if begun {
+            // After the deadline is set: a connection registering meanwhile either is in
+            // `serving` now or reads the deadline once it is (`ConnectionGuard::serve`).
+            for queue in lock(&self.shared.serving).slots.iter().flatten() {
+                queue.close();
+            }
+        }
     }
 
     /// Whether [`shutdown`](Self::shutdown) has been called.
@@ -272,6 +292,7 @@ impl StreamService {
         });
         reserved.then(|| ConnectionGuard {
             shared: Arc::clone(&self.shared),
+            slot: None,
         })
     }
 }
@@ -288,22 +309,52 @@ impl std::fmt::Debug for StreamService {
 /// Counts a connection in `open` from creation to drop.
 pub(crate) struct ConnectionGuard {
     shared: Arc<ServiceShared>,
+    /// The connection's slot in the service's `serving` list, once registered.
+    slot: Option<usize>,
 }
 
 impl ConnectionGuard {
     fn new(shared: Arc<ServiceShared>) -> Self {
         shared.open.send_modify(|n| *n += 1);
-        Self { shared }
+        Self { shared, slot: None }
     }
 
     /// The service this connection belongs to.
     pub(crate) fn shared(&self) -> &Arc<ServiceShared> {
         &self.shared
     }
+
+    /// Puts the registered connection's outbound `queue` where a shutdown reaches it, then
+    /// returns the shutdown deadline if one has begun: either the shutdown closes the queue
+    /// (it began after this), or the caller sees its deadline here.
+    pub(crate) fn serve(&mut self, queue: &Sender) -> Option<Instant> {
+        {
+            let mut serving = lock(&self.shared.serving);
+            let slot = match serving.free.pop() {
+                Some(i) => {
+                    serving.slots[i] = Some(queue.clone());
+                    i
+                }
+                None => {
+                    serving.slots.push(Some(queue.clone()));
+                    serving.slots.len() - 1
+                }
+            };
+            self.slot = Some(slot);
+        }
+        *self.shared.shutdown.borrow()
+    }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        if let Some(i) = self.slot.take() {
+            let mut serving = lock(&self.shared.serving);
+            let queue = serving.slots[i].take();
+            serving.free.push(i);
+            drop(serving);
+            drop(queue);
+        }
         self.shared.open.send_modify(|n| *n -= 1);
     }
 }
