@@ -22,9 +22,20 @@ fn parse(msg: &SocketMessage) -> (usize, usize) {
     (p.parse().unwrap(), i.parse().unwrap())
 }
 
-/// Runs the producers and a consumer thread; returns what each producer got accepted, what
-/// the consumer received (in order), and how many pushes were refused as `Full`.
-fn run(config: QueueConfig) -> (Vec<(usize, usize)>, Vec<(usize, usize)>, usize, u64) {
+/// What one run saw.
+struct Run {
+    /// `(producer, index)` of every push the queue accepted.
+    accepted: Vec<(usize, usize)>,
+    /// What the consumer received, in order.
+    received: Vec<(usize, usize)>,
+    /// Pushes refused as `Full`.
+    refused: usize,
+    /// The queue's `dropped()` count at the end (evictions and refusals).
+    dropped: u64,
+}
+
+/// Runs the producers and a consumer thread.
+fn run(config: QueueConfig) -> Run {
     let (tx, mut rx) = channel(config);
     let finished = Arc::new(AtomicUsize::new(0));
     let producers: Vec<_> = (0..PRODUCERS)
@@ -66,7 +77,12 @@ fn run(config: QueueConfig) -> (Vec<(usize, usize)>, Vec<(usize, usize)>, usize,
         refused += r;
     }
     let (received, dropped) = consumer.join().unwrap();
-    (accepted, received, refused, dropped)
+    Run {
+        accepted,
+        received,
+        refused,
+        dropped,
+    }
 }
 
 fn assert_per_producer_order(received: &[(usize, usize)]) {
@@ -83,7 +99,12 @@ fn assert_per_producer_order(received: &[(usize, usize)]) {
 
 #[test]
 fn every_message_arrives_exactly_once_in_producer_order() {
-    let (accepted, received, refused, dropped) = run(QueueConfig::default()
+    let Run {
+        accepted,
+        received,
+        refused,
+        dropped,
+    } = run(QueueConfig::default()
         .max_messages(1 << 20)
         .max_bytes(1 << 30));
     assert_eq!((refused, dropped), (0, 0));
@@ -96,7 +117,12 @@ fn every_message_arrives_exactly_once_in_producer_order() {
 
 #[test]
 fn drop_oldest_producers_evicting_while_the_consumer_drains() {
-    let (accepted, received, refused, dropped) = run(QueueConfig::default()
+    let Run {
+        accepted,
+        received,
+        refused,
+        dropped,
+    } = run(QueueConfig::default()
         .max_messages(16)
         .policy(OverflowPolicy::DropOldest));
     assert_per_producer_order(&received);
