@@ -1,5 +1,5 @@
 //! The outbound queue's item storage: a lock-free list of small segments, freed as the
-//! consumer leaves them and when the queue drains.
+//! consumer leaves them (a drained queue keeps at most one).
 //!
 //! # Why not `crossbeam_queue::SegQueue`
 //!
@@ -9,9 +9,10 @@
 //! core the padding buys nothing measurable (this storage with `head` and `tail` each on its
 //! own 128-byte line against without, chat example, 3 interleaved pairs: CPU per delivery
 //! 726 vs 709 ns in one room of 1,000, 1,565 vs 1,531 ns in 200 rooms × 11), and 31 slots are
-//! far more than a connection usually holds at once. This storage keeps two words in the header (plus the pop flag) and
-//! segments of [`SLOTS`] slots (7: `next` + `written` + 7 handles = 72 B, one 80-byte malloc
-//! chunk); a drained queue holds at most one segment, none if it drained at a segment's end.
+//! far more than a connection usually holds at once. This storage keeps two words in the
+//! header (plus the pop flag) and segments of [`SLOTS`] slots (7: `next` + `written` + 7
+//! handles = 72 B, one 80-byte malloc chunk); a drained queue holds at most one segment, none
+//! if it drained at a segment's end.
 //!
 //! # The protocol
 //!
@@ -44,20 +45,20 @@
 //! A partly used segment is not retired when the queue drains. That was built and measured
 //! (the pop that emptied the queue retired any segment, so a drained queue held none): RSS per
 //! idle joined connection of the chat example was 2,401–2,402 B with it against 2,336–2,346 B
-//! without (`notes/ab.sh 2 … --idle --subscribers 10000 --rooms 100`, 2 interleaved pairs):
+//! without (`loadgen --idle --subscribers 10000 --rooms 100`, 2 interleaved pairs):
 //! freed segments stay in glibc's heap, and a segment allocated and freed per message drained
 //! scatters them. It would also add an allocation per message to a queue that drains after
 //! each one (the saturating benchmarks), where now a segment is allocated per 7.
 //!
 //! # Measured
 //!
-//! Against the same code with `SegQueue` (`notes/ab.sh 3`, the server pinned to one core,
-//! 3 interleaved pairs, medians): RSS per idle joined connection (`--idle --subscribers 10000
-//! --rooms 100`) 3,505 → 2,353 B; CPU per delivery in one room of 1,000 (`--subscribers 1000
-//! --duration 5`) 704 → 669 ns, in 200 rooms × 11 (`--subscribers 2000 --publishers 200
-//! --rooms 200 --duration 5`) 1,492 → 1,429 ns. `perf record` of the 200-room case: the
-//! storage's push and pop 1.2% + 1.6% of the server's samples against `SegQueue`'s 2.6% +
-//! 2.2%, glibc's allocator 8.6% against 10.4%.
+//! Against the same code with `SegQueue` (the chat example and `loadgen`, each pinned to its
+//! own core, 3 interleaved pairs, medians): RSS per idle joined connection (`--idle
+//! --subscribers 10000 --rooms 100`) 3,505 → 2,353 B; CPU per delivery in one room of 1,000
+//! (`--subscribers 1000 --duration 5`) 704 → 669 ns, in 200 rooms × 11 (`--subscribers 2000
+//! --publishers 200 --rooms 200 --duration 5`) 1,492 → 1,429 ns. `perf record` of the
+//! 200-room case: the storage's push and pop 1.2% + 1.6% of the server's samples against
+//! `SegQueue`'s 2.6% + 2.2%, glibc's allocator 8.6% against 10.4%.
 //!
 //! # Poppers
 //!
@@ -76,9 +77,9 @@ use std::ptr;
 
 use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
 
-/// Slots per segment: 7 × 8-byte handles + `next` + `written` = 72 B, an 80-byte malloc chunk
-/// (measured against 14 and 31 slots in `src/queue/mod.rs`'s module docs). Under loom 2, so
-/// the models cross segment boundaries.
+/// Slots per segment: 7 × 8-byte handles + `next` + `written` = 72 B, an 80-byte malloc chunk,
+/// and 7 is what the 3 low bits of an 8-aligned pointer can count to (`tail`'s tag). Other
+/// sizes were not measured; 31 (`SegQueue`'s block) cost 504 B per connection that kept one.
 #[cfg(not(nucleus_loom))]
 pub const SLOTS: usize = 7;
 /// Slots per segment (loom build: 2, so the models cross segment boundaries).
