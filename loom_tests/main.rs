@@ -43,6 +43,7 @@
 //! | (g) the outbound queue: producers, a parking consumer, each overflow policy at its bound | `queue.rs` |
 //! | (j) the history seam: a join with `since` racing one or two publishers (exact replay + live, in order); planted bug `--cfg nucleus_loom_planted_bug_history` | `history.rs` |
 //! | (l) the cluster ring seam: a join through the ring racing the subscriber's Redis offsets (trusted ring; idle ring seeded at the position read from Redis); same planted bug | `history.rs` |
+//! | (m) the queue's item storage (`Segments`, 2 slots per segment under loom): two producers and a consumer across segments and retirements; a producer popping as `DropOldest` does; values left queued at drop | `segments.rs` |
 //! | (h) reclamation: no leaked `Arc`, snapshots outliving membership and the hub | `leaks.rs` (and every model) |
 #![cfg(nucleus_loom)]
 
@@ -54,3 +55,4 @@ mod leaks;
 mod presence;
 mod queue;
 mod rooms;
+mod segments;

@@ -71,6 +71,10 @@ pub use message::{SocketMessage, Utf8Bytes};
 pub use presence_events::{
     PresenceDiff, PresenceEvent, PresenceKey, PresenceRecvError, PresenceSubscription, RoomDiff,
 };
+/// The outbound queue's item storage, public for the loom models only.
+#[cfg(nucleus_loom)]
+#[doc(hidden)]
+pub use queue::segments::Segments;
 pub use queue::{
     CloseReason, MAX_BYTES_LIMIT, MAX_MESSAGES_LIMIT, OverflowPolicy, QueueConfig, Receiver,
     Sender, TryRecvError, TrySendError, channel,

@@ -6,4 +6,5 @@ mod support;
 mod queue_overflow;
 mod queue_poll_closed;
 mod queue_receiver;
+mod queue_stress;
 mod queue_wakeup;

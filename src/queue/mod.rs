@@ -15,27 +15,35 @@
 //!
 //! # Memory
 //!
-//! An idle queue holds no message storage: segments of 31 slots are allocated as messages
-//! arrive and freed as the consumer moves past them (at most one segment stays allocated).
+//! An idle queue holds no message storage: segments of 7 slots are allocated as messages
+//! arrive and freed as the consumer moves past them ([`segments`]); a drained queue keeps at
+//! most one. What an idle connection's queue costs is its header, one `Arc` of 112 bytes, and
+//! once messages went through, that segment: 72 B (`tests/queue_memory.rs`, counting
+//! allocator).
 //!
 //! A slot holds a thin handle (`SharedMessage`, an `Arc<SocketMessage>`: one pointer), not
 //! the 40-byte message: a broadcast wraps its message once and pushes a clone of the handle
-//! to each recipient, a reference-count bump as the `Bytes` clone it replaces. So the segment
-//! a connection keeps after its first message is 31 × (8 + 8 B of slot state) + the next
-//! pointer = 504 B instead of 1,496 B (`tests/queue_memory.rs`, counting allocator; with the
-//! queue's 512-byte header, 1,016 B per drained queue instead of 2,008). [`Sender::try_send`]
-//! wraps its message (one small allocation per direct send), and the public receive methods
-//! hand the message back out of its handle (moved if it was the last, else a `Bytes`
-//! reference-count bump); the bundled server's writer takes the handle itself.
+//! to each recipient, a reference-count bump as the `Bytes` clone it replaces. A segment is
+//! 7 handles + its `next` pointer + a `written` bit mask = 72 B (one 80-byte malloc chunk).
+//! [`Sender::try_send`] wraps its message (one small allocation per direct send), and the
+//! public receive methods hand the message back out of its handle (moved if it was the last,
+//! else a `Bytes` reference-count bump); the bundled server's writer takes the handle itself.
+//!
+//! Until this storage, items lived in `crossbeam_queue::SegQueue`: its head and tail are
+//! padded to 128 bytes each (a 512-byte header) and it keeps its last 31-slot block (504 B),
+//! 1,016 B per drained queue against 184 B now.
 //!
 //! # How it works
 //!
-//! Items live in a `crossbeam_queue::SegQueue` (a lock-free MPMC segment queue). One atomic
-//! word packs the queued byte count, the queued message count and a CLOSED bit; a producer
-//! reserves room with a compare-and-swap on it before pushing, so the bound is exact and the
-//! close check is atomic with the reservation. The consumer releases room after popping. The
-//! wake-up protocol is an `AtomicWaker`: the consumer registers, then re-checks; a producer
-//! pushes, then wakes. The loom models in `loom_tests/` check it.
+//! Items live in [`segments::Segments`], the crate's lock-free segment queue (its module docs
+//! give the protocol; `loom_tests/segments.rs` checks it). One atomic word packs the queued
+//! byte count, the queued message count and a CLOSED bit; a producer reserves room with a
+//! compare-and-swap on it before pushing, so the bound is exact and the close check is atomic
+//! with the reservation. The consumer releases room after popping. Only the consumer pops,
+//! except under [`OverflowPolicy::DropOldest`], where producers evict too: then every pop,
+//! the consumer's included, goes through the storage's pop flag. The wake-up protocol is an
+//! `AtomicWaker`: the consumer registers, then re-checks; a producer pushes, then wakes. The
+//! loom models in `loom_tests/` check it.
 //!
 //! # Waking only on empty → non-empty
 //!
@@ -63,6 +71,8 @@ use std::future::poll_fn;
 use std::task::{Context, Poll, Waker};
 
 use crate::message::{SharedMessage, SocketMessage, unshare};
+
+pub(crate) mod segments;
 use crate::sync::{Arc, AtomicU8, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 
 /// Bits of the state word holding queued payload bytes.
@@ -319,12 +329,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Byte offsets of the cache lines a push writes: the segment queue's producer half (its
-    /// tail, in the second cache-padded half of `SegQueue`) and the state word with the waker
-    /// next to it. For prefetching only: a wrong offset wastes a hint, nothing else.
-    #[cfg_attr(not(all(target_arch = "x86_64", not(nucleus_loom))), allow(dead_code))]
+    /// Byte offsets of the words a push writes: the storage's tail and the state word (with
+    /// the waker next to it); in a header this small they may share a cache line. For
+    /// prefetching only: a wrong offset wastes a hint, nothing else.
+    #[cfg(not(nucleus_loom))]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) const PUSH_LINES: [usize; 2] = [
-        std::mem::offset_of!(Shared, items) + 128,
+        std::mem::offset_of!(Shared, items)
+            + std::mem::offset_of!(Items, queue)
+            + segments::Segments::<SharedMessage>::TAIL_OFFSET,
         std::mem::offset_of!(Shared, state),
     ];
 
@@ -381,14 +394,15 @@ impl Shared {
                     return Err(PushError::Full(msg));
                 }
                 OverflowPolicy::DropOldest => {
-                    if let Some(old) = self.items.pop() {
+                    if let Some(old) = self.items.pop_shared() {
                         self.release(old.len() as u64);
                         // ORDERING: statistics counter.
                         self.dropped.fetch_add(1, Ordering::Relaxed);
                         dropped_oldest += 1;
                     } else {
                         // Counted but not yet visible: another producer's push is in flight
-                        // (or the consumer popped and has not released yet). Bounded wait.
+                        // (or another thread is popping, or popped and has not released
+                        // yet). Bounded wait.
                         spins += 1;
                         if spins > 64 {
                             // ORDERING: statistics counter.
@@ -425,8 +439,17 @@ impl Shared {
         self.state.fetch_sub(ONE_MESSAGE + size, Ordering::AcqRel);
     }
 
+    /// The consumer's pop. Only `Receiver` calls it (through `&mut self` methods, `poll_recv`,
+    /// `discarding` and its drop), so it is the only popper unless producers pop too
+    /// (`OverflowPolicy::DropOldest`), and then every pop takes the storage's pop flag.
     fn pop(&self) -> Option<SharedMessage> {
-        let msg = self.items.pop()?;
+        let msg = if self.policy == OverflowPolicy::DropOldest {
+            self.items.pop_shared()
+        } else {
+            // SAFETY: without DropOldest no producer pops, and the one `Receiver` is the only
+            // caller (see above).
+            unsafe { self.items.pop() }
+        }?;
         self.release(msg.len() as u64);
         Some(msg)
     }
@@ -824,11 +847,13 @@ impl fmt::Debug for Receiver {
     }
 }
 
-/// The item storage: lock-free normally; under loom a mutex-protected deque stands in (loom
-/// cannot see inside crossbeam), while the counting and wake-up protocol around it stays ours.
+/// The item storage: [`segments::Segments`] normally; under loom a mutex-protected deque
+/// stands in, so the protocol models of `loom_tests/queue.rs` stay small while the counting
+/// and wake-up protocol around it stays ours (the storage has its own models,
+/// `loom_tests/segments.rs`).
 struct Items {
     #[cfg(not(nucleus_loom))]
-    queue: crossbeam_queue::SegQueue<SharedMessage>,
+    queue: segments::Segments<SharedMessage>,
     #[cfg(nucleus_loom)]
     queue: crate::sync::Mutex<std::collections::VecDeque<SharedMessage>>,
 }
@@ -837,7 +862,7 @@ impl Items {
     fn new() -> Self {
         Self {
             #[cfg(not(nucleus_loom))]
-            queue: crossbeam_queue::SegQueue::new(),
+            queue: segments::Segments::new(),
             #[cfg(nucleus_loom)]
             queue: crate::sync::Mutex::new(std::collections::VecDeque::new()),
         }
@@ -850,10 +875,28 @@ impl Items {
         crate::sync::lock(&self.queue).push_back(msg);
     }
 
-    fn pop(&self) -> Option<SharedMessage> {
+    /// Pops as the only popper.
+    ///
+    /// # Safety
+    ///
+    /// No other `pop` or `pop_shared` of this queue runs at the same time.
+    unsafe fn pop(&self) -> Option<SharedMessage> {
         #[cfg(not(nucleus_loom))]
         {
-            self.queue.pop()
+            // SAFETY: forwarded from our caller.
+            unsafe { self.queue.pop() }
+        }
+        #[cfg(nucleus_loom)]
+        {
+            crate::sync::lock(&self.queue).pop_front()
+        }
+    }
+
+    /// Pops with other threads popping too; `None` also while another pop is in progress.
+    fn pop_shared(&self) -> Option<SharedMessage> {
+        #[cfg(not(nucleus_loom))]
+        {
+            self.queue.pop_shared()
         }
         #[cfg(nucleus_loom)]
         {
