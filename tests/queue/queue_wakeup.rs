@@ -9,7 +9,15 @@ use nucleus_stream::{QueueConfig, SocketMessage, channel};
 fn a_parked_consumer_receives_every_message_from_racing_producers() {
     const PRODUCERS: usize = 4;
     const PER_PRODUCER: usize = 50_000;
-    let (tx, mut rx) = channel(QueueConfig::default().max_messages(PRODUCERS * PER_PRODUCER));
+    // Room for everything, in messages and in bytes ("p i" is at most 7 bytes): the default
+    // 1 MiB byte bound is less than 200,000 of them, and a consumer that falls behind (this
+    // binary's other tests run in parallel) would otherwise see the queue closed as a slow
+    // consumer (seen once in CI).
+    let (tx, mut rx) = channel(
+        QueueConfig::default()
+            .max_messages(PRODUCERS * PER_PRODUCER)
+            .max_bytes(PRODUCERS * PER_PRODUCER * 8),
+    );
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|p| {
             let tx = tx.clone();
