@@ -42,9 +42,8 @@ impl Utf8Bytes {
         Ok(Self(bytes))
     }
 
-    /// Wraps bytes the caller has already checked to be UTF-8 (a transport that validated
-    /// a message fragment by fragment). Checked again in debug builds.
-    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    /// Wraps bytes the caller knows to be UTF-8 (a transport that validated a message
+    /// fragment by fragment, serde_json's output). Checked again in debug builds.
     pub(crate) fn from_validated(bytes: Bytes) -> Self {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
         Self(bytes)
@@ -187,7 +186,7 @@ impl SocketMessage {
         // Serialized into this thread's scratch buffer, then copied out at its exact size:
         // one allocation per message. A `String` grown by the serializer reallocates, and
         // its spare capacity costs `Bytes` another allocation for its shared header.
-        let exact = JSON_SCRATCH.with(|scratch| {
+        JSON_SCRATCH.with(|scratch| {
             // A `Serialize` impl that itself calls `json` finds the buffer taken: it gets
             // a fresh one.
             let mut taken = scratch.try_borrow_mut().ok();
@@ -195,18 +194,14 @@ impl SocketMessage {
             let buf = taken.as_deref_mut().unwrap_or(&mut fresh);
             buf.clear();
             let written = serde_json::to_writer(&mut *buf, value)
-                .map(|()| std::str::from_utf8(buf).map(String::from));
+                // serde_json writes UTF-8 only.
+                .map(|()| Self::Text(Utf8Bytes::from_validated(Bytes::copy_from_slice(buf))));
             if buf.capacity() > JSON_SCRATCH_KEEP {
                 // One large message does not pin its buffer to the thread.
                 *buf = Vec::new();
             }
-            written
-        })?;
-        match exact {
-            Ok(text) => Ok(Self::Text(Utf8Bytes::from(text))),
-            // serde_json writes UTF-8 only; should that ever change, take its own path.
-            Err(_) => Ok(Self::Text(Utf8Bytes::from(serde_json::to_string(value)?))),
-        }
+            Ok(written?)
+        })
     }
 
     /// Parses the payload (text or binary) as JSON.

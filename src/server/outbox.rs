@@ -64,41 +64,32 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// The thread's staging block (empty if another batch on this thread holds it).
-fn take_staging() -> BytesMut {
+/// Runs `f` on this thread's scratch; `None` if it is in use (a re-entrant call) or the
+/// thread is being torn down, in which case the caller does without.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> Option<R> {
     SCRATCH
-        .try_with(|s| {
-            s.try_borrow_mut()
-                .map(|mut s| std::mem::take(&mut s.staging))
-                .ok()
-        })
+        .try_with(|s| s.try_borrow_mut().ok().map(|mut s| f(&mut s)))
         .ok()
         .flatten()
-        .unwrap_or_default()
+}
+
+/// The thread's staging block (empty if another batch on this thread holds it).
+fn take_staging() -> BytesMut {
+    with_scratch(|s| std::mem::take(&mut s.staging)).unwrap_or_default()
 }
 
 /// Gives `staging` (empty, with whatever capacity is left) back to the thread.
 fn return_staging(staging: BytesMut) {
-    let _ = SCRATCH.try_with(|s| {
-        if let Ok(mut s) = s.try_borrow_mut() {
-            if staging.capacity() >= s.staging.capacity() {
-                s.staging = staging;
-            }
+    with_scratch(|s| {
+        if staging.capacity() >= s.staging.capacity() {
+            s.staging = staging;
         }
     });
 }
 
 /// The thread's spare chunk list, if it has one.
 fn take_spare() -> VecDeque<Chunk> {
-    SCRATCH
-        .try_with(|s| {
-            s.try_borrow_mut()
-                .map(|mut s| std::mem::take(&mut s.spare))
-                .ok()
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    with_scratch(|s| std::mem::take(&mut s.spare)).unwrap_or_default()
 }
 
 /// Gives an empty chunk list back to the thread (dropped if the thread has one).
@@ -107,11 +98,9 @@ fn return_spare(list: VecDeque<Chunk>) {
     if list.capacity() == 0 || list.capacity() > SPARE_CHUNKS_MAX {
         return;
     }
-    let _ = SCRATCH.try_with(|s| {
-        if let Ok(mut s) = s.try_borrow_mut() {
-            if s.spare.capacity() == 0 {
-                s.spare = list;
-            }
+    with_scratch(|s| {
+        if s.spare.capacity() == 0 {
+            s.spare = list;
         }
     });
 }
