@@ -608,6 +608,13 @@ impl Sender {
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
     }
+
+    /// Wakes the receiver's task (if it waits) without queueing anything: the server's
+    /// heartbeat sweep uses it to make a connection look at the beat it advanced before.
+    #[cfg(feature = "server")]
+    pub(crate) fn wake_receiver(&self) {
+        self.shared.waker.wake();
+    }
 }
 
 impl Clone for Sender {

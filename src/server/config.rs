@@ -164,6 +164,10 @@ impl ServerConfig {
     /// A client from which nothing (no message, ping, pong or close) has arrived for this
     /// long is closed with 1001 (at least 1 ms). Keep it above the ping interval plus a round
     /// trip, so that live clients answering pings are never closed.
+    ///
+    /// One sweep per service checks every connection, every half of the shorter of this and
+    /// the ping interval: a silent client is closed after at least this long and at most
+    /// one such period later.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout.max(Duration::from_millis(1));
         self

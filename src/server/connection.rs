@@ -5,7 +5,8 @@
 //! turn polls, in order: the shutdown signal; a frame already in the read buffer, if any;
 //! the write side (finish writing the [`Outbox`], else take what is queued — up to the batch
 //! limit — and write it with one vectored write); the read side ([`FrameReader`]: read, then
-//! the next message or control frame); and the heartbeat timer. Messages reach `on_message`
+//! the next message or control frame); and the service's heartbeat beat
+//! ([`heartbeat`](crate::server::heartbeat): one sweep per service, no timer per connection). Messages reach `on_message`
 //! one at a time, in order, between polls.
 //!
 //! **Read first.** What one read brought is handled before the write side runs: a publisher
@@ -34,7 +35,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep, sleep, timeout_at};
+use tokio::time::{Instant, timeout_at};
 use tracing::{debug, warn};
 
 use crate::disconnect::DisconnectReason;
@@ -45,6 +46,7 @@ use crate::queue::{CloseReason, Receiver, channel};
 use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
 use crate::server::frame::{self, FrameReader, Incoming, OP_PING, OP_PONG, ReadError};
+use crate::server::heartbeat::{Beat, Heartbeat, Pulse};
 use crate::server::outbox::{BATCH_BYTES, Outbox};
 use crate::server::rate_limit::{InboundGate, Verdict};
 use crate::server::service::{ConnectionGuard, ServiceShared};
@@ -155,7 +157,8 @@ enum Event {
     /// A control frame arrived (activity).
     Activity,
     End(End),
-    Tick,
+    /// The service's heartbeat sweep made this many beats since the last look.
+    Beats(u32),
 }
 
 /// The byte stream with its reader and writer state.
@@ -320,9 +323,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> End {
     let config = &shared.config;
     let hub = &shared.hub;
-    let mut last_seen = Instant::now();
-    let timer = sleep(config.ping_interval.min(config.idle_timeout));
-    let mut timer = std::pin::pin!(timer);
+    let heartbeat = &shared.heartbeat;
+    let mut pulse = heartbeat.pulse();
     // The writer has yielded once since it saw queued messages (see "write late").
     let mut yielded = !config.write_late;
     let mut inbound = InboundGate::new(config.inbound_rate.as_ref());
@@ -336,13 +338,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 config,
                 &mut yielded,
                 &shared.shutdown,
-                timer.as_mut(),
+                (&mut pulse, heartbeat),
             )
         })
         .await;
         match event {
             Event::Message(msg) => {
-                last_seen = Instant::now();
+                pulse.activity();
                 match inbound.check(hub, socket, msg.len()) {
                     Verdict::Admit => {}
                     Verdict::Refuse => continue,
@@ -350,18 +352,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 shared.handler.on_message(hub, socket, msg).await;
             }
-            Event::Activity => last_seen = Instant::now(),
-            Event::Tick => {
-                let now = Instant::now();
-                let idle_at = last_seen + config.idle_timeout;
-                if now >= idle_at {
-                    return End::Idle;
-                }
-                wire.outbox.push_control(frame::control_frame(OP_PING, &[]));
-                timer
-                    .as_mut()
-                    .reset((now + config.ping_interval).min(idle_at));
-            }
+            Event::Activity => pulse.activity(),
+            Event::Beats(n) => match pulse.on_beats(n, heartbeat) {
+                Beat::Nothing => {}
+                Beat::Ping => wire.outbox.push_control(frame::control_frame(OP_PING, &[])),
+                Beat::Idle => return End::Idle,
+            },
             Event::End(end) => return end,
         }
     }
@@ -390,7 +386,7 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
     config: &ServerConfig,
     yielded: &mut bool,
     shutdown: &watch::Sender<Option<Instant>>,
-    timer: Pin<&mut Sleep>,
+    (pulse, heartbeat): (&mut Pulse, &Heartbeat),
 ) -> Poll<Event> {
     // A shutdown closes every connection's queue (which wakes it): a closed queue while the
     // service shuts down ends the connection at once, its backlog still to be sent.
@@ -458,8 +454,10 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
         return on_read(cx, wire, read);
     }
 
-    if timer.poll(cx).is_ready() {
-        return Poll::Ready(Event::Tick);
+    // Last, after the queue's waker is registered (every path here registered it): a sweep
+    // advances the beat before it wakes, so a beat made after this look wakes us again.
+    if let Some(n) = pulse.take_beats(heartbeat) {
+        return Poll::Ready(Event::Beats(n));
     }
     Poll::Pending
 }

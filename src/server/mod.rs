@@ -74,6 +74,7 @@ mod auth;
 mod config;
 mod connection;
 mod frame;
+mod heartbeat;
 mod origin;
 mod outbox;
 mod rate_limit;

@@ -9,12 +9,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
 use crate::handler::StreamHandler;
 use crate::hub::StreamHub;
@@ -22,6 +22,7 @@ use crate::queue::Sender;
 use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
 use crate::server::connection::{self, Wire};
+use crate::server::heartbeat::Heartbeat;
 use crate::sync::{Mutex, lock};
 
 /// After the shutdown deadline, how long a connection gets to finish its last steps
@@ -80,8 +81,10 @@ pub(crate) struct ServiceShared {
     /// dropped). Changed only by [`ConnectionGuard`].
     pub(crate) open: watch::Sender<usize>,
     /// The outbound queues of the registered connections, through which
-    /// [`StreamService::shutdown`] reaches each of them.
+    /// [`StreamService::shutdown`] and the heartbeat sweep reach each of them.
     serving: Mutex<Serving>,
+    /// The beat the sweep advances and the connections count.
+    pub(crate) heartbeat: Heartbeat,
 }
 
 /// The outbound queues of a service's registered connections: [`StreamService::shutdown`]
@@ -95,6 +98,9 @@ struct Serving {
     slots: Vec<Option<Sender>>,
     /// Indexes of the `None` slots, reused first.
     free: Vec<usize>,
+    /// Invariant: `true` exactly while a sweep task of this service exists (it clears this
+    /// when it ends, dropped with its runtime too).
+    sweeping: bool,
 }
 
 impl StreamService {
@@ -115,10 +121,11 @@ impl StreamService {
             shared: Arc::new(ServiceShared {
                 hub,
                 handler,
-                config,
                 shutdown,
                 open,
                 serving: Mutex::new(Serving::default()),
+                heartbeat: Heartbeat::new(&config),
+                config,
             }),
         }
     }
@@ -341,8 +348,55 @@ impl ConnectionGuard {
                 }
             };
             self.slot = Some(slot);
+            if !serving.sweeping {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    serving.sweeping = true;
+                    runtime.spawn(sweep(Arc::downgrade(&self.shared)));
+                }
+            }
         }
         *self.shared.shutdown.borrow()
+    }
+}
+
+/// The service's heartbeat sweep: every period, advance the beat and wake every registered
+/// connection, which then pings or closes as its [`Pulse`](crate::server::heartbeat::Pulse)
+/// says. Ends when the service has no registered connection left at a sweep (the next
+/// [`ConnectionGuard::serve`] starts another) or is gone.
+async fn sweep(service: Weak<ServiceShared>) {
+    /// Clears `sweeping` if the task is dropped before it ends (with its runtime).
+    struct Sweeping(Option<Weak<ServiceShared>>);
+    impl Drop for Sweeping {
+        fn drop(&mut self) {
+            if let Some(shared) = self.0.take().and_then(|weak| weak.upgrade()) {
+                lock(&shared.serving).sweeping = false;
+            }
+        }
+    }
+    let Some(period) = service.upgrade().map(|s| s.heartbeat.period()) else {
+        return;
+    };
+    let mut sweeping = Sweeping(Some(service.clone()));
+    let mut beats = interval_at(Instant::now() + period, period);
+    // A sweep that fell behind (a stalled runtime) does not beat in a burst to catch up.
+    beats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        beats.tick().await;
+        let Some(shared) = service.upgrade() else {
+            return;
+        };
+        let mut serving = lock(&shared.serving);
+        if serving.free.len() == serving.slots.len() {
+            // Nobody to beat for: end, clearing the flag under the same lock, so that a
+            // `serve` after this sees it clear and starts a new sweep.
+            serving.sweeping = false;
+            sweeping.0 = None;
+            return;
+        }
+        shared.heartbeat.advance();
+        for queue in serving.slots.iter().flatten() {
+            queue.wake_receiver();
+        }
     }
 }
 

@@ -119,3 +119,77 @@ async fn client_pings_are_answered_with_pongs_carrying_the_payload(t) {
     assert_eq!(echo.as_deref(), Some("data"));
 }
 }
+
+transport_tests! {
+#[tokio::test]
+async fn the_shared_sweep_stops_when_nobody_is_left_and_starts_again_for_the_next_one(t) {
+    // One sweep per service beats for every connection; it ends at the first sweep that
+    // finds no connection. A connection that comes later must get heartbeats again.
+    let hub = StreamHub::new();
+    let rec = Recorder::new(None, true);
+    let server = start_on(t, &hub, rec.clone(), config()).await;
+    for round in 1..=2 {
+        let mut silent = RawClient::connect(server.local_addr(), "/", &[])
+            .await
+            .expect_open();
+        let mut pings = 0;
+        let code = silent
+            .read_until_close(|f| pings += usize::from(f.opcode == OP_PING))
+            .await;
+        assert_eq!(code, Some(1001), "round {round}: idle close");
+        assert!(pings >= 1, "round {round}: pinged first");
+        drop(silent);
+        eventually("on_disconnect", || rec.disconnects().len() == round).await;
+        assert_eq!(hub.connection_count().await, 0);
+        // Several sweep periods (20 ms here) with nobody connected: the sweep ends.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+}
+
+transport_tests! {
+#[tokio::test]
+async fn one_sweep_keeps_many_live_peers_open_and_closes_only_the_silent_one(t) {
+    let hub = StreamHub::new();
+    let rec = Recorder::new(None, true);
+    let server = start_on(t, &hub, rec.clone(), config()).await;
+    // Each live peer is read all the time (tokio-tungstenite answers pings while polled);
+    // its task counts the pings and returns whether the stream is still open.
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut live = Vec::new();
+    for _ in 0..20 {
+        let mut ws = ws_connect(server.local_addr(), "/").await;
+        let stop = std::sync::Arc::clone(&stop);
+        live.push(tokio::spawn(async move {
+            let mut pings = 0;
+            let stopped = stop.notified();
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return (true, pings),
+                    msg = ws.next() => match msg {
+                        Some(Ok(Message::Ping(_))) => pings += 1,
+                        Some(Ok(_)) => {}
+                        _ => return (false, pings),
+                    },
+                }
+            }
+        }));
+    }
+    let mut silent = RawClient::connect(server.local_addr(), "/", &[])
+        .await
+        .expect_open();
+    let code = silent.read_until_close(|_| {}).await;
+    assert_eq!(code, Some(1001), "the silent one is closed");
+    // Past another idle timeout (250 ms): the live ones answered every ping meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.notify_waiters();
+    for peer in live {
+        let (open, pings) = within("a live peer's task", peer).await.unwrap();
+        assert!(open, "a live peer was closed");
+        assert!(pings >= 5, "a live peer got pings all along: {pings}");
+    }
+    assert_eq!(hub.connection_count().await, 20);
+    assert_eq!(rec.disconnects().len(), 1);
+}
+}
