@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -179,7 +178,7 @@ impl StreamService {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut shutdown = self.shared.shutdown.subscribe();
-        let mut connection = self.connection(stream, leftover, admission, peer);
+        let mut connection = Box::pin(self.connection(stream, leftover, admission, peer));
         async move {
             // The connection closes itself by the shutdown deadline; past it plus a grace (a
             // handler that never returns), it is dropped: its guard still unregisters it.
@@ -210,13 +209,13 @@ impl StreamService {
         leftover: Vec<u8>,
         admission: Admission,
         peer: Option<SocketAddr>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>
+    ) -> impl Future<Output = ()> + Send + 'static + use<S>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let guard = ConnectionGuard::new(Arc::clone(&self.shared));
         let wire = Wire::new(stream, leftover, &self.shared.config);
-        Box::pin(connection::open(wire, admission, peer, guard))
+        connection::open(wire, admission, peer, guard)
     }
 
     /// Begins a graceful shutdown (later calls do nothing): every connection gets what is

@@ -119,3 +119,44 @@ async fn shutdown_ends_at_the_deadline_even_if_clients_never_answer_the_close(t)
     drop(half);
 }
 }
+
+/// A handler whose `on_message` never returns.
+struct Stuck;
+
+#[nucleus_stream::async_trait]
+impl nucleus_stream::StreamHandler for Stuck {
+    async fn on_message(&self, _: &StreamHub, _: &nucleus_stream::WebSocket, _: SocketMessage) {
+        std::future::pending::<()>().await
+    }
+}
+
+transport_tests! {
+#[tokio::test]
+async fn a_connection_whose_handler_never_returns_is_dropped_past_the_deadline(t) {
+    let hub = StreamHub::new();
+    let config = ServerConfig::default().shutdown_timeout(Duration::from_millis(200));
+    let server = start_on(t, &hub, std::sync::Arc::new(Stuck), config).await;
+    let mut stuck = Vec::new();
+    for _ in 0..3 {
+        let mut c = RawClient::connect(server.local_addr(), "/", &[])
+            .await
+            .expect_open();
+        c.send_text("hang").await;
+        stuck.push(c);
+    }
+    // And one idle connection, which closes normally.
+    let _idle = RawClient::connect(server.local_addr(), "/", &[])
+        .await
+        .expect_open();
+    eventually("four registered", || hub.stats().connections == 4).await;
+    // The deadline (200 ms) plus the grace (500 ms) pass, then the stuck ones are dropped:
+    // the server stops and nothing of them is left in the hub.
+    within("the server to stop", server.clone().shutdown_and_wait()).await;
+    assert_eq!(server.connections(), 0);
+    assert_eq!(hub.connection_count().await, 0);
+    for mut c in stuck {
+        // Dropped without a close frame: the stream just ends.
+        c.wait_eof().await;
+    }
+}
+}
