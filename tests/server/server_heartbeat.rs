@@ -15,6 +15,28 @@ fn config() -> ServerConfig {
         .idle_timeout(Duration::from_millis(250))
 }
 
+/// A raw client that never answers pings and never sends anything is pinged, then closed
+/// with 1001; its disconnect is the `nth` one the recorder saw, and the hub is left empty.
+async fn silent_peer_is_pinged_then_closed(
+    server: &TestServer,
+    hub: &StreamHub,
+    rec: &Recorder,
+    nth: usize,
+) {
+    let mut silent = RawClient::connect(server.local_addr(), "/", &[])
+        .await
+        .expect_open();
+    let mut pings = 0;
+    let code = silent
+        .read_until_close(|f| pings += usize::from(f.opcode == OP_PING))
+        .await;
+    assert_eq!(code, Some(1001), "idle close ({nth})");
+    assert!(pings >= 1, "the server pinged before giving up ({nth})");
+    drop(silent);
+    eventually("on_disconnect", || rec.disconnects().len() == nth).await;
+    assert_eq!(hub.connection_count().await, 0);
+}
+
 transport_tests! {
 #[tokio::test]
 async fn a_silent_peer_is_pinged_then_closed_after_the_idle_timeout(t) {
@@ -22,23 +44,7 @@ async fn a_silent_peer_is_pinged_then_closed_after_the_idle_timeout(t) {
     let rec = Recorder::new(None, true);
     let server = start_on(t, &hub, rec.clone(), config()).await;
 
-    // A raw client never answers pings and never sends anything.
-    let mut silent = RawClient::connect(server.local_addr(), "/", &[])
-        .await
-        .expect_open();
-    let mut pings = 0;
-    let code = silent
-        .read_until_close(|f| {
-            if f.opcode == OP_PING {
-                pings += 1;
-            }
-        })
-        .await;
-    assert_eq!(code, Some(1001), "idle close");
-    assert!(pings >= 1, "the server pinged before giving up");
-    drop(silent);
-    eventually("on_disconnect", || rec.disconnects().len() == 1).await;
-    assert_eq!(hub.connection_count().await, 0);
+    silent_peer_is_pinged_then_closed(&server, &hub, &rec, 1).await;
 }
 }
 
@@ -129,18 +135,7 @@ async fn the_shared_sweep_stops_when_nobody_is_left_and_starts_again_for_the_nex
     let rec = Recorder::new(None, true);
     let server = start_on(t, &hub, rec.clone(), config()).await;
     for round in 1..=2 {
-        let mut silent = RawClient::connect(server.local_addr(), "/", &[])
-            .await
-            .expect_open();
-        let mut pings = 0;
-        let code = silent
-            .read_until_close(|f| pings += usize::from(f.opcode == OP_PING))
-            .await;
-        assert_eq!(code, Some(1001), "round {round}: idle close");
-        assert!(pings >= 1, "round {round}: pinged first");
-        drop(silent);
-        eventually("on_disconnect", || rec.disconnects().len() == round).await;
-        assert_eq!(hub.connection_count().await, 0);
+        silent_peer_is_pinged_then_closed(&server, &hub, &rec, round).await;
         // Several sweep periods (20 ms here) with nobody connected: the sweep ends.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
