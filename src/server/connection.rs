@@ -6,8 +6,9 @@
 //! the write side (finish writing the [`Outbox`], else take what is queued — up to the batch
 //! limit — and write it with one vectored write); the read side ([`FrameReader`]: read, then
 //! the next message or control frame); and the service's heartbeat beat
-//! ([`heartbeat`](crate::server::heartbeat): one sweep per service, no timer per connection). Messages reach `on_message`
-//! one at a time, in order, between polls.
+//! ([`heartbeat`](crate::server::heartbeat): one sweep per service, no timer per
+//! connection). Messages reach `on_message` one at a time, in order, between polls; the loop
+//! is [`Run`], a hand-written future.
 //!
 //! **Read first.** What one read brought is handled before the write side runs: a publisher
 //! is usually a member of its own room, and writing between its messages sent each echo in
