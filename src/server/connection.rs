@@ -183,9 +183,10 @@ impl<S> Wire<S> {
 
 /// Unregisters the socket if the task ends without doing so itself (it was dropped at the
 /// shutdown deadline, or the handler panicked): no hub entry outlives its connection.
+/// It holds the connection's socket handle itself (the one copy the connection keeps).
 struct Registration {
     hub: StreamHub,
-    id: Arc<str>,
+    socket: WebSocket,
     armed: bool,
 }
 
@@ -193,7 +194,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         if self.armed {
             // The hub's methods never await: one poll completes the future.
-            let fut = self.hub.unregister(&self.id);
+            let fut = self.hub.unregister(&self.socket.id);
             let mut fut = std::pin::pin!(fut);
             let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
         }
@@ -220,29 +221,27 @@ where
     let mut wire = wire;
     let mut guard = guard;
     async move {
-        let Some((socket, mut rx)) = registering.await else {
+        // The registration holds the one socket handle (a socket local beside it would keep
+        // its 56 bytes for the connection's life: a moved-from local's slot is not reused).
+        let Some((registration, mut rx)) = registering.await else {
             return;
         };
+        let socket = &registration.socket;
         // From here a shutdown reaches the connection through its queue.
         let shutting_down = guard.serve(socket.sender());
         let shared = &**guard.shared();
         let hub = &shared.hub;
-        let registration = Registration {
-            hub: hub.clone(),
-            id: Arc::clone(&socket.id),
-            armed: true,
-        };
 
         // --- Run. ---
-        shared.handler.on_connect(hub, &socket).await;
+        shared.handler.on_connect(hub, socket).await;
         let end = match shutting_down {
             Some(deadline) => End::Shutdown(deadline),
-            None => run(shared, &mut wire, &socket, &mut rx).await,
+            None => run(shared, &mut wire, socket, &mut rx).await,
         };
         // The closing steps run once, at the end: boxed, so that their state (the end, the
         // disconnect record, timers, a drain buffer) does not size every connection's future
         // for its whole life (measured with `-Zprint-type-sizes`: 920 -> 776 bytes).
-        Box::pin(close(shared, wire, socket, rx, registration, end)).await;
+        Box::pin(close(shared, wire, rx, registration, end)).await;
     }
 }
 
@@ -251,12 +250,12 @@ where
 async fn close<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &ServiceShared,
     mut wire: Wire<S>,
-    socket: WebSocket,
     mut rx: Receiver,
     mut registration: Registration,
     end: End,
 ) {
     let (config, hub) = (&shared.config, &shared.hub);
+    let socket = &registration.socket;
     match &end {
         // Faults: the client broke a rule or stopped responding.
         End::Fault(..) | End::SlowConsumer | End::Idle | End::RateLimited => {
@@ -269,9 +268,9 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
         | End::QueueClosed(_)
         | End::WriteFailed(_) => debug!(id = %socket.id, reason = %end, "connection closed"),
     }
-    let disconnect = hub.end_connection(&socket, end.reason()).await;
+    let disconnect = hub.end_connection(socket, end.reason()).await;
     registration.armed = false;
-    drop(socket);
+    drop(registration);
     let linger_until = send_close(&mut wire, &end, &mut rx, config).await;
     drop(rx);
     shared.handler.on_disconnect_with(hub, &disconnect).await;
@@ -286,7 +285,7 @@ async fn register(
     shared: Arc<ServiceShared>,
     admission: Admission,
     peer: Option<SocketAddr>,
-) -> Option<(WebSocket, Receiver)> {
+) -> Option<(Registration, Receiver)> {
     let config = &shared.config;
     let hub = &shared.hub;
     loop {
@@ -303,7 +302,12 @@ async fn register(
         match hub.register(socket.clone()).await {
             Ok(()) => {
                 debug!(?peer, id = %socket.id, user = socket.user_id(), "connection opened");
-                return Some((socket, rx));
+                let registration = Registration {
+                    hub: hub.clone(),
+                    socket,
+                    armed: true,
+                };
+                return Some((registration, rx));
             }
             // Another transport on the same hub uses this id: take the next one.
             Err(StreamError::SocketExists(_)) => continue,
@@ -345,7 +349,7 @@ struct Run<'a, S> {
     rx: &'a mut Receiver,
     pulse: Pulse,
     yielded: bool,
-    inbound: InboundGate<'a>,
+    inbound: InboundGate,
     /// The handler's `on_message` future for the message being handled, if any.
     handling: Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>,
 }
@@ -382,7 +386,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Run<'_, S> {
             match event {
                 Event::Message(msg) => {
                     this.pulse.activity();
-                    match this.inbound.check(hub, socket, msg.len()) {
+                    let limit = config.inbound_rate.as_ref();
+                    match this.inbound.check(limit, hub, socket, msg.len()) {
                         Verdict::Admit => {}
                         Verdict::Refuse => continue,
                         Verdict::Close => return Poll::Ready(End::RateLimited),

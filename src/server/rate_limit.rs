@@ -7,6 +7,7 @@
 //! [`max_refusals`](RateLimit::max_refusals) refusals, each within a second of the previous
 //! one — is closed with 1008. Control frames (ping, pong, close) are not limited.
 
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,6 +15,7 @@ use tokio::time::Instant;
 use crate::hub::StreamHub;
 use crate::message::{SocketMessage, Utf8Bytes};
 use crate::socket::WebSocket;
+use crate::sync::OnceLock;
 
 /// Refusals further apart than this start a new count.
 const REFUSAL_MEMORY: Duration = Duration::from_secs(1);
@@ -91,33 +93,52 @@ pub(crate) enum Verdict {
     Close,
 }
 
-/// One connection's bucket, plus the inbound accounting of the hub's totals.
-pub(crate) struct InboundGate<'a> {
-    /// The service's limit, borrowed: a copy would cost every connection its size.
-    limit: Option<&'a RateLimit>,
-    tokens: f64,
-    refilled: Instant,
+/// One connection's bucket, plus the inbound accounting of the hub's totals. 24 bytes: the
+/// limit is the service's (passed in, not stored), times are microseconds since a process-wide
+/// epoch, and the tokens an `f32` (every connection holds one of these).
+pub(crate) struct InboundGate {
+    tokens: f32,
     refusals: u32,
-    last_refusal: Option<Instant>,
+    refilled: u64,
+    /// When the last refusal was, or `None`.
+    last_refusal: Option<NonZeroU64>,
 }
 
-impl<'a> InboundGate<'a> {
-    pub(crate) fn new(limit: Option<&'a RateLimit>) -> Self {
+/// Microseconds from a process-wide epoch (taken at the first call) to `at`, at least 1.
+fn micros(at: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(at.saturating_duration_since(epoch).as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl InboundGate {
+    pub(crate) fn new(limit: Option<&RateLimit>) -> Self {
         Self {
-            tokens: limit.map_or(0.0, |l| f64::from(l.burst)),
-            limit,
-            refilled: Instant::now(),
+            tokens: limit.map_or(0.0, |l| l.burst as f32),
             refusals: 0,
+            refilled: micros(Instant::now()),
             last_refusal: None,
         }
     }
 
-    /// Decides about one message of `bytes` payload bytes from `socket`, counts it in the
-    /// hub's totals, and on refusal queues the reply frame for the client.
-    pub(crate) fn check(&mut self, hub: &StreamHub, socket: &WebSocket, bytes: usize) -> Verdict {
-        let verdict = self.decide(Instant::now());
+    /// Decides about one message of `bytes` payload bytes from `socket` under the service's
+    /// `limit`, counts it in the hub's totals, and on refusal queues the reply frame for the
+    /// client.
+    pub(crate) fn check(
+        &mut self,
+        limit: Option<&RateLimit>,
+        hub: &StreamHub,
+        socket: &WebSocket,
+        bytes: usize,
+    ) -> Verdict {
+        let verdict = match limit {
+            Some(limit) => self.decide(limit, Instant::now()),
+            None => Verdict::Admit,
+        };
         hub.record_inbound(bytes, verdict != Verdict::Admit);
-        if let (Verdict::Refuse, Some(limit)) = (&verdict, self.limit) {
+        if let (Verdict::Refuse, Some(limit)) = (&verdict, limit) {
             // A full queue makes the client a slow consumer anyway; nothing more to do.
             let _ = socket
                 .sender()
@@ -126,23 +147,22 @@ impl<'a> InboundGate<'a> {
         verdict
     }
 
-    fn decide(&mut self, now: Instant) -> Verdict {
-        let Some(limit) = self.limit else {
-            return Verdict::Admit;
-        };
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+    fn decide(&mut self, limit: &RateLimit, now: Instant) -> Verdict {
+        let now = micros(now);
+        let elapsed = now.saturating_sub(self.refilled) as f64 / 1e6;
         self.refilled = now;
-        self.tokens =
-            (self.tokens + elapsed * f64::from(limit.per_second)).min(f64::from(limit.burst));
+        let tokens = f64::from(self.tokens) + elapsed * f64::from(limit.per_second);
+        self.tokens = tokens.min(f64::from(limit.burst)) as f32;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             return Verdict::Admit;
         }
+        let memory = REFUSAL_MEMORY.as_micros() as u64;
         let recent = self
             .last_refusal
-            .is_some_and(|at| now.saturating_duration_since(at) <= REFUSAL_MEMORY);
+            .is_some_and(|at| now.saturating_sub(at.get()) <= memory);
         self.refusals = if recent { self.refusals + 1 } else { 1 };
-        self.last_refusal = Some(now);
+        self.last_refusal = NonZeroU64::new(now);
         if self.refusals > limit.max_refusals {
             Verdict::Close
         } else {
@@ -160,23 +180,23 @@ mod tests {
         let limit = RateLimit::per_second(10).burst(3).max_refusals(2);
         let mut gate = InboundGate::new(Some(&limit));
         let t0 = Instant::now();
-        gate.refilled = t0;
-        let verdicts: Vec<_> = (0..6).map(|_| gate.decide(t0)).collect();
+        gate.refilled = micros(t0);
+        let verdicts: Vec<_> = (0..6).map(|_| gate.decide(&limit, t0)).collect();
         use Verdict::*;
         assert_eq!(verdicts, [Admit, Admit, Admit, Refuse, Refuse, Close]);
         // 100 ms later one token has come back.
         let t1 = t0 + Duration::from_millis(100);
-        assert_eq!(gate.decide(t1), Admit);
+        assert_eq!(gate.decide(&limit, t1), Admit);
         // Refusals more than a second apart never add up to a close.
         let limit = RateLimit::per_second(1).burst(1).max_refusals(1);
         let mut gate = InboundGate::new(Some(&limit));
-        gate.refilled = t0;
-        assert_eq!(gate.decide(t0), Admit);
+        gate.refilled = micros(t0);
+        assert_eq!(gate.decide(&limit, t0), Admit);
         for i in 1..10u64 {
             let at = t0 + Duration::from_millis(1500 * i);
-            assert_eq!(gate.decide(at), Admit, "a token every second");
+            assert_eq!(gate.decide(&limit, at), Admit, "a token every second");
             assert_eq!(
-                gate.decide(at),
+                gate.decide(&limit, at),
                 Refuse,
                 "then one refusal, forgotten by the next"
             );
@@ -184,9 +204,8 @@ mod tests {
     }
 
     #[test]
-    fn no_limit_admits_everything() {
-        let mut gate = InboundGate::new(None);
-        let now = Instant::now();
-        assert!((0..10_000).all(|_| gate.decide(now) == Verdict::Admit));
+    fn the_gate_is_small() {
+        // Every connection holds one.
+        assert_eq!(std::mem::size_of::<InboundGate>(), 24);
     }
 }

@@ -315,8 +315,9 @@ impl std::fmt::Debug for StreamService {
 /// Counts a connection in `open` from creation to drop.
 pub(crate) struct ConnectionGuard {
     shared: Arc<ServiceShared>,
-    /// The connection's slot in the service's `serving` list, once registered.
-    slot: Option<usize>,
+    /// The connection's slot in the service's `serving` list, once registered (`u32`: the
+    /// guard is in every connection's future).
+    slot: Option<u32>,
 }
 
 impl ConnectionGuard {
@@ -346,7 +347,8 @@ impl ConnectionGuard {
                     serving.slots.len() - 1
                 }
             };
-            self.slot = Some(slot);
+            // A list of more than 4 billion slots cannot be (each holds a connection).
+            self.slot = u32::try_from(slot).ok();
             if !serving.sweeping {
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                     serving.sweeping = true;
@@ -402,6 +404,7 @@ async fn sweep(service: Weak<ServiceShared>) {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         if let Some(i) = self.slot.take() {
+            let i = i as usize;
             let mut serving = lock(&self.shared.serving);
             let queue = serving.slots[i].take();
             serving.free.push(i);
