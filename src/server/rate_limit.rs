@@ -7,7 +7,6 @@
 //! [`max_refusals`](RateLimit::max_refusals) refusals, each within a second of the previous
 //! one — is closed with 1008. Control frames (ping, pong, close) are not limited.
 
-use std::num::NonZeroU64;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -100,17 +99,23 @@ pub(crate) struct InboundGate {
     tokens: f32,
     refusals: u32,
     refilled: u64,
-    /// When the last refusal was, or `None`.
-    last_refusal: Option<NonZeroU64>,
+    /// When the last refusal was, or [`NO_REFUSAL`].
+    last_refusal: u64,
 }
 
-/// Microseconds from a process-wide epoch (taken at the first call) to `at`, at least 1.
+/// `InboundGate::last_refusal` when there was none.
+const NO_REFUSAL: u64 = u64::MAX;
+
+/// The gates' time origin: the first time one looked at the clock.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Microseconds from the [`EPOCH`] to `at` (0 if earlier).
 fn micros(at: Instant) -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(at.saturating_duration_since(epoch).as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1)
+    // Exact differences: no rounding but the truncation to whole microseconds, the same
+    // for every time (a test of a refill after exactly 100 ms failed when the first time
+    // was rounded up from 0 to keep it non-zero).
+    u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(NO_REFUSAL - 1)
 }
 
 impl InboundGate {
@@ -119,7 +124,7 @@ impl InboundGate {
             tokens: limit.map_or(0.0, |l| l.burst as f32),
             refusals: 0,
             refilled: micros(Instant::now()),
-            last_refusal: None,
+            last_refusal: NO_REFUSAL,
         }
     }
 
@@ -158,11 +163,10 @@ impl InboundGate {
             return Verdict::Admit;
         }
         let memory = REFUSAL_MEMORY.as_micros() as u64;
-        let recent = self
-            .last_refusal
-            .is_some_and(|at| now.saturating_sub(at.get()) <= memory);
+        let recent =
+            self.last_refusal != NO_REFUSAL && now.saturating_sub(self.last_refusal) <= memory;
         self.refusals = if recent { self.refusals + 1 } else { 1 };
-        self.last_refusal = NonZeroU64::new(now);
+        self.last_refusal = now;
         if self.refusals > limit.max_refusals {
             Verdict::Close
         } else {
@@ -179,7 +183,9 @@ mod tests {
     fn a_burst_passes_then_refusals_then_close_and_the_bucket_refills() {
         let limit = RateLimit::per_second(10).burst(3).max_refusals(2);
         let mut gate = InboundGate::new(Some(&limit));
-        let t0 = Instant::now();
+        // Within the epoch's first microsecond (as happened in CI: the refill below came out
+        // short when that time was rounded up to keep it non-zero).
+        let t0 = *EPOCH.get().expect("set by new") + Duration::from_nanos(300);
         gate.refilled = micros(t0);
         let verdicts: Vec<_> = (0..6).map(|_| gate.decide(&limit, t0)).collect();
         use Verdict::*;
