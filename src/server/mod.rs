@@ -79,6 +79,7 @@ mod origin;
 mod outbox;
 mod rate_limit;
 mod service;
+mod slot_list;
 mod upgrade;
 
 use std::future::Future;
@@ -99,6 +100,7 @@ use tracing::{debug, info, warn};
 use crate::handler::StreamHandler;
 use crate::hub::StreamHub;
 use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
+use slot_list::SlotList;
 
 pub use auth::{Admission, Rejection, UpgradeRequest};
 pub use config::ServerConfig;
@@ -176,7 +178,7 @@ impl Server {
             service,
             active: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
-            tasks: Mutex::new(TaskSlots::default()),
+            tasks: Mutex::new(SlotList::default()),
             drained: Notify::new(),
         });
         tokio::spawn(accept_loop(listener, Arc::clone(&shared), done_tx));
@@ -312,23 +314,15 @@ struct ServerShared {
     /// The accepted connections' tasks, so that the shutdown can drop those still running
     /// past its deadline: one abort handle per task (8 bytes) instead of a `JoinSet` entry
     /// (a 56-byte allocation per connection, measured with massif).
-    tasks: Mutex<TaskSlots>,
+    tasks: Mutex<SlotList<TaskSlot>>,
     /// Notified when `active` drops to zero.
     drained: Notify,
 }
 
-/// One slot per accepted connection's task. The task's [`CountGuard`] frees its slot when
-/// the task ends; the accept loop stores the handle after spawning it: either may come
-/// first.
-#[derive(Default)]
-struct TaskSlots {
-    /// Invariant: a slot is `Free` exactly when its index is in `free`.
-    slots: Vec<TaskSlot>,
-    free: Vec<usize>,
-}
-
+/// What the slot of an accepted connection's task holds. The task's [`CountGuard`] frees
+/// its slot when the task ends; the accept loop stores the handle after spawning it: either
+/// may come first.
 enum TaskSlot {
-    Free,
     /// The task is being spawned: its handle is not stored yet.
     Spawning,
     Running(AbortHandle),
@@ -339,38 +333,25 @@ enum TaskSlot {
 impl ServerShared {
     /// A new slot, `Spawning`.
     fn reserve_slot(&self) -> usize {
-        let mut tasks = lock(&self.tasks);
-        match tasks.free.pop() {
-            Some(i) => {
-                tasks.slots[i] = TaskSlot::Spawning;
-                i
-            }
-            None => {
-                tasks.slots.push(TaskSlot::Spawning);
-                tasks.slots.len() - 1
-            }
-        }
+        lock(&self.tasks).insert(TaskSlot::Spawning)
     }
 
     /// Stores the spawned task's handle in slot `i`, or frees it if the task already ended.
     fn spawned(&self, i: usize, handle: AbortHandle) {
         let mut tasks = lock(&self.tasks);
-        if let TaskSlot::Ended = tasks.slots[i] {
-            tasks.slots[i] = TaskSlot::Free;
-            tasks.free.push(i);
-        } else {
-            tasks.slots[i] = TaskSlot::Running(handle);
+        match tasks.get_mut(i) {
+            Some(TaskSlot::Ended) => drop(tasks.remove(i)),
+            Some(slot) => *slot = TaskSlot::Running(handle),
+            None => {}
         }
     }
 
     /// The task of slot `i` ended.
     fn ended(&self, i: usize) {
         let mut tasks = lock(&self.tasks);
-        if let TaskSlot::Spawning = tasks.slots[i] {
-            tasks.slots[i] = TaskSlot::Ended;
-        } else {
-            tasks.slots[i] = TaskSlot::Free;
-            tasks.free.push(i);
+        match tasks.get_mut(i) {
+            Some(slot @ TaskSlot::Spawning) => *slot = TaskSlot::Ended,
+            _ => drop(tasks.remove(i)),
         }
     }
 
@@ -378,7 +359,7 @@ impl ServerShared {
     fn abort_all(&self) -> usize {
         let tasks = lock(&self.tasks);
         let mut n = 0;
-        for slot in &tasks.slots {
+        for slot in tasks.iter() {
             if let TaskSlot::Running(handle) = slot {
                 handle.abort();
                 n += 1;

@@ -22,6 +22,7 @@ use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
 use crate::server::connection::{self, Wire};
 use crate::server::heartbeat::Heartbeat;
+use crate::server::slot_list::SlotList;
 use crate::sync::{Mutex, lock};
 
 /// After the shutdown deadline, how long a connection gets to finish its last steps
@@ -93,10 +94,8 @@ pub(crate) struct ServiceShared {
 /// (16 + 120 bytes, `-Zprint-type-sizes`).
 #[derive(Default)]
 struct Serving {
-    /// Invariant: `slots[i]` is `Some` exactly while a [`ConnectionGuard`] holds slot `i`.
-    slots: Vec<Option<Sender>>,
-    /// Indexes of the `None` slots, reused first.
-    free: Vec<usize>,
+    /// Invariant: slot `i` holds a queue exactly while a [`ConnectionGuard`] holds `i`.
+    queues: SlotList<Sender>,
     /// Invariant: `true` exactly while a sweep task of this service exists (it clears this
     /// when it ends, dropped with its runtime too).
     sweeping: bool,
@@ -236,7 +235,7 @@ impl StreamService {
         if begun {
             // After the deadline is set: a connection registering meanwhile either is in
             // `serving` now or reads the deadline once it is (`ConnectionGuard::serve`).
-            for queue in lock(&self.shared.serving).slots.iter().flatten() {
+            for queue in lock(&self.shared.serving).queues.iter() {
                 queue.close();
             }
         }
@@ -337,16 +336,7 @@ impl ConnectionGuard {
     pub(crate) fn serve(&mut self, queue: &Sender) -> Option<Instant> {
         {
             let mut serving = lock(&self.shared.serving);
-            let slot = match serving.free.pop() {
-                Some(i) => {
-                    serving.slots[i] = Some(queue.clone());
-                    i
-                }
-                None => {
-                    serving.slots.push(Some(queue.clone()));
-                    serving.slots.len() - 1
-                }
-            };
+            let slot = serving.queues.insert(queue.clone());
             // A list of more than 4 billion slots cannot be (each holds a connection).
             self.slot = u32::try_from(slot).ok();
             if !serving.sweeping {
@@ -387,7 +377,7 @@ async fn sweep(service: Weak<ServiceShared>) {
             return;
         };
         let mut serving = lock(&shared.serving);
-        if serving.free.len() == serving.slots.len() {
+        if serving.queues.is_empty() {
             // Nobody to beat for: end, clearing the flag under the same lock, so that a
             // `serve` after this sees it clear and starts a new sweep.
             serving.sweeping = false;
@@ -395,7 +385,7 @@ async fn sweep(service: Weak<ServiceShared>) {
             return;
         }
         shared.heartbeat.advance();
-        for queue in serving.slots.iter().flatten() {
+        for queue in serving.queues.iter() {
             queue.wake_receiver();
         }
     }
@@ -406,8 +396,7 @@ impl Drop for ConnectionGuard {
         if let Some(i) = self.slot.take() {
             let i = i as usize;
             let mut serving = lock(&self.shared.serving);
-            let queue = serving.slots[i].take();
-            serving.free.push(i);
+            let queue = serving.queues.remove(i);
             drop(serving);
             drop(queue);
         }
