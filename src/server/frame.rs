@@ -211,8 +211,12 @@ impl FrameReader {
         }
     }
 
+    /// Drops the buffer once everything in it was parsed. Also when its capacity is 0: the
+    /// remainder of a `split_to` that took the whole buffer still shares the allocation the
+    /// frame came from (and its 40-byte shared header), which kept every idle connection's
+    /// last frame alive (massif, 2,000 idle joined connections: 80 B per connection).
     fn release_if_empty(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
+        if self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
     }
@@ -567,5 +571,13 @@ mod tests {
         };
         assert_eq!(msg.len(), 300);
         assert_eq!(reader.buffered_capacity(), 0);
+        // The reader keeps no share of the allocation the message came from.
+        let SocketMessage::Binary(payload) = msg else {
+            panic!("a binary message");
+        };
+        assert!(
+            payload.is_unique(),
+            "the reader still holds the frame's buffer"
+        );
     }
 }
