@@ -386,26 +386,35 @@ impl ServerShared {
 }
 
 /// Decrements a counter (and frees the task's slot) when a task ends, however it ends.
+///
+/// Two words: it lives in every open connection's task for the connection's whole life, and
+/// that task's future was 8 bytes over the 408 that fit tokio's 512-byte task cell (cells
+/// are 128-byte aligned: 640 bytes per connection) while this guard was three.
 struct CountGuard {
     shared: Arc<ServerShared>,
-    refusal: bool,
-    /// The task's slot in `ServerShared::tasks` (refusals have none).
-    slot: Option<usize>,
+    /// The task's slot in `ServerShared::tasks`, or [`CountGuard::REFUSAL`] for a refusal's
+    /// task (counted in `refusing`, no slot).
+    slot: usize,
+}
+
+impl CountGuard {
+    /// The `slot` of a refusal's guard (no slot index reaches it: a `Vec`'s length stays below
+    /// `isize::MAX`).
+    const REFUSAL: usize = usize::MAX;
 }
 
 impl Drop for CountGuard {
     fn drop(&mut self) {
-        let counter = if self.refusal {
+        let refusal = self.slot == Self::REFUSAL;
+        let counter = if refusal {
             &self.shared.refusing
         } else {
+            self.shared.ended(self.slot);
             &self.shared.active
         };
-        if let Some(i) = self.slot {
-            self.shared.ended(i);
-        }
         // ORDERING: a counter whose readers compare it to a limit or to zero; no data hangs
         // on it (the shutdown's wait for zero is woken through `drained`, a lock).
-        if counter.fetch_sub(1, Ordering::Relaxed) == 1 && !self.refusal {
+        if counter.fetch_sub(1, Ordering::Relaxed) == 1 && !refusal {
             self.shared.drained.notify_waiters();
         }
     }
@@ -467,8 +476,7 @@ fn admit(shared: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
         let refusing = shared.refusing.fetch_add(1, Ordering::Relaxed);
         let guard = CountGuard {
             shared: Arc::clone(shared),
-            refusal: true,
-            slot: None,
+            slot: CountGuard::REFUSAL,
         };
         if refusing >= MAX_REFUSALS_IN_FLIGHT {
             warn!(%peer, "connection dropped: at max_connections and refusals");
@@ -489,20 +497,29 @@ fn admit(shared: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
     let slot = shared.reserve_slot();
     let guard = CountGuard {
         shared: Arc::clone(shared),
-        refusal: false,
-        slot: Some(slot),
+        slot,
     };
-    // One task: the handshake's state is boxed (freed once it is done), the connection's is
-    // held inline after it, so an open connection's task is one allocation of about its own
-    // size. Combinators rather than an `async` block, which would keep the returned
-    // connection future and the one it awaits side by side (measured: a 1,667-byte task).
-    // (Spawning the connection as a second task from the handshake's was worse too:
-    // 2,509 against 1,955 B per idle connection.)
-    let task = Box::pin(handshake(Arc::clone(shared), stream, peer))
-        .then(OptionFuture::from)
-        .map(move |_| drop(guard));
-    let task = tokio::spawn(task);
+    let task = tokio::spawn(connection_task(shared, stream, peer, guard));
     shared.spawned(slot, task.abort_handle());
+}
+
+/// An accepted connection's task: its handshake, then, if it upgraded, the connection.
+///
+/// One task: the handshake's state is boxed (freed once it is done), the connection's is
+/// held inline after it, so an open connection's task is one allocation of about its own
+/// size. Combinators rather than an `async` block, which would keep the returned connection
+/// future and the one it awaits side by side (measured: a 1,667-byte task). (Spawning the
+/// connection as a second task from the handshake's was worse too: 2,509 against 1,955 B
+/// per idle connection.)
+fn connection_task(
+    shared: &Arc<ServerShared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    guard: CountGuard,
+) -> impl Future<Output = ()> + Send + 'static + use<> {
+    Box::pin(handshake(Arc::clone(shared), stream, peer))
+        .then(OptionFuture::from)
+        .map(move |_| drop(guard))
 }
 
 /// One accepted TCP connection's upgrade (bounded by the handshake timeout, abandoned on
@@ -551,5 +568,65 @@ async fn handshake(
             warn!(%peer, "handshake timed out");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::SocketMessage;
+    use crate::socket::WebSocket;
+
+    struct Quiet;
+
+    #[async_trait::async_trait]
+    impl StreamHandler for Quiet {
+        async fn on_message(&self, _: &StreamHub, _: &WebSocket, _: SocketMessage) {}
+    }
+
+    /// tokio's task cell is its 32-byte header, the scheduler handle and task id (16), the
+    /// future's stage (the future plus an 8-byte tag) and a 48-byte trailer, in 128-byte
+    /// steps: a future of at most 408 bytes makes a 512-byte cell, 409 a 640-byte one.
+    const LARGEST_FUTURE_IN_A_512_BYTE_CELL: usize = 512 - 32 - 16 - 8 - 48;
+
+    #[tokio::test]
+    async fn an_accepted_connection_task_fits_a_512_byte_task_cell() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let service = StreamService::with_shared_handler(
+            StreamHub::new(),
+            Arc::new(Quiet),
+            ServerConfig::default(),
+        );
+        let shared = Arc::new(ServerShared {
+            service,
+            active: AtomicUsize::new(1),
+            refusing: AtomicUsize::new(0),
+            tasks: Mutex::new(SlotList::default()),
+            drained: Notify::new(),
+        });
+        let slot = shared.reserve_slot();
+        let guard = CountGuard {
+            shared: Arc::clone(&shared),
+            slot,
+        };
+        let task = connection_task(&shared, stream, peer, guard);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= LARGEST_FUTURE_IN_A_512_BYTE_CELL,
+            "an open connection's task future is {size} B: over {LARGEST_FUTURE_IN_A_512_BYTE_CELL} \
+             it takes a 640-byte task cell"
+        );
+        // Dropped unpolled, the guard still ends the count and marks the slot for the
+        // spawner (which frees an `Ended` slot when it comes to store the handle).
+        drop(task);
+        assert_eq!(shared.active.load(Ordering::Relaxed), 0);
+        assert!(matches!(
+            lock(&shared.tasks).get_mut(slot),
+            Some(TaskSlot::Ended)
+        ));
+        drop(client);
     }
 }
