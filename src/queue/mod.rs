@@ -296,7 +296,8 @@ pub fn channel(config: QueueConfig) -> (Sender, Receiver) {
         waker: AtomicWaker::new(),
         senders: AtomicUsize::new(1),
         dropped: AtomicU64::new(0),
-        max_messages: config.max_messages as u64,
+        // At most `MAX_MESSAGES_LIMIT` (23 bits): `max_messages` clamps it.
+        max_messages: config.max_messages as u32,
         max_bytes: config.max_bytes as u64,
         policy: config.policy,
     });
@@ -323,7 +324,9 @@ pub(crate) struct Shared {
     senders: AtomicUsize,
     /// Messages dropped by the overflow policy (statistics only, never used for control).
     dropped: AtomicU64,
-    max_messages: u64,
+    /// `u32`, so that it shares a word with `reason` and `policy`: the header is 88 bytes,
+    /// a 112-byte malloc chunk with its `Arc` counts (a 128-byte one at 96).
+    max_messages: u32,
     max_bytes: u64,
     policy: OverflowPolicy,
 }
@@ -364,7 +367,7 @@ impl Shared {
             }
             let messages = (current & MESSAGES_MASK) >> BYTES_BITS;
             let bytes = current & BYTES_MASK;
-            if messages < self.max_messages && bytes + size <= self.max_bytes {
+            if messages < u64::from(self.max_messages) && bytes + size <= self.max_bytes {
                 // ORDERING: AcqRel orders the reservation with the consumer's release and with
                 // close(); Acquire on failure so the retry sees the winner's state.
                 match self.state.compare_exchange_weak(
