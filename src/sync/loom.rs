@@ -1,6 +1,8 @@
 //! The primitives of a `--cfg nucleus_loom` build: loom's, so the model checker sees every
 //! access.
 
+// `AtomicU32` is the server's (the heartbeat's beat counter) only.
+#[cfg_attr(not(feature = "server"), allow(unused_imports))]
 pub(crate) use loom::sync::{
     Arc, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering},

@@ -1,5 +1,7 @@
 //! The primitives of a normal build: `std` and arc-swap.
 
+// `AtomicU32` is the server's (the heartbeat's beat counter) only.
+#[cfg_attr(not(feature = "server"), allow(unused_imports))]
 pub(crate) use std::sync::{
     Arc, Mutex, MutexGuard,
     atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering},
