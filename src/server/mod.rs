@@ -174,13 +174,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let service = StreamService::with_shared_handler(self.hub, self.handler, self.config);
         let (done_tx, done) = watch::channel(false);
-        let shared = Arc::new(ServerShared {
-            service,
-            active: AtomicUsize::new(0),
-            refusing: AtomicUsize::new(0),
-            tasks: Mutex::new(SlotList::default()),
-            drained: Notify::new(),
-        });
+        let shared = Arc::new(ServerShared::new(service));
         tokio::spawn(accept_loop(listener, Arc::clone(&shared), done_tx));
         debug!(%local_addr, "server listening");
         Ok(ServerHandle {
@@ -331,6 +325,17 @@ enum TaskSlot {
 }
 
 impl ServerShared {
+    /// The accept loop's state for `service`: no connection yet.
+    fn new(service: StreamService) -> Self {
+        Self {
+            service,
+            active: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
+            tasks: Mutex::new(SlotList::default()),
+            drained: Notify::new(),
+        }
+    }
+
     /// A new slot, `Spawning`.
     fn reserve_slot(&self) -> usize {
         lock(&self.tasks).insert(TaskSlot::Spawning)
@@ -600,13 +605,9 @@ mod tests {
             Arc::new(Quiet),
             ServerConfig::default(),
         );
-        let shared = Arc::new(ServerShared {
-            service,
-            active: AtomicUsize::new(1),
-            refusing: AtomicUsize::new(0),
-            tasks: Mutex::new(SlotList::default()),
-            drained: Notify::new(),
-        });
+        let shared = Arc::new(ServerShared::new(service));
+        // ORDERING: one thread.
+        shared.active.fetch_add(1, Ordering::Relaxed);
         let slot = shared.reserve_slot();
         let guard = CountGuard {
             shared: Arc::clone(&shared),
