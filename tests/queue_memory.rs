@@ -1,9 +1,10 @@
 //! Idle cost: an idle queue and an idle registered socket hold little memory. Measured with a
-//! counting global allocator (live bytes), so this binary has a single test.
+//! counting global allocator (live bytes of this test's thread: all its work runs on it, on a
+//! current-thread runtime), so this binary has a single test.
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
-use counting_alloc::live;
+use counting_alloc::thread_live as live;
 
 use nucleus_stream::{QueueConfig, SocketMessage, StreamHub, WebSocket, channel};
 
