@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod cluster_link;
+mod atomic_waker;
 mod disconnect;
 mod entry;
 mod error;
