@@ -31,6 +31,16 @@
 //!     -- k_room
 //! ```
 //!
+//! And `--cfg nucleus_loom_planted_readiness_bug` makes a readiness clear ignore the tick
+//! (it clears an edge that arrived after the task looked); model (n) must then FAIL (the task
+//! parks with data waiting, a deadlock loom reports):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg nucleus_loom --cfg nucleus_loom_planted_readiness_bug" LOOM_MAX_PREEMPTIONS=3 \
+//!     cargo test --release --no-default-features --test loom --target-dir target/loom-planted \
+//!     -- n_an_edge
+//! ```
+//!
 //! Every model uses at most three threads (the model's main thread plus two) and a hub with
 //! one index shard. Every model drops the hub, the sockets and the receivers before it ends,
 //! so loom's leak check of `loom::sync::Arc` covers every snapshot, entry and queue.
@@ -44,6 +54,7 @@
 //! | (j) the history seam: a join with `since` racing one or two publishers (exact replay + live, in order); planted bug `--cfg nucleus_loom_planted_bug_history` | `history.rs` |
 //! | (l) the cluster ring seam: a join through the ring racing the subscriber's Redis offsets (trusted ring; idle ring seeded at the position read from Redis); same planted bug | `history.rs` |
 //! | (m) the queue's item storage (`Segments`, 2 slots per segment under loom): two producers and a consumer across segments and retirements; a producer popping as `DropOldest` does; values left queued at drop | `segments.rs` |
+//! | (n) the server's readiness cell (`Readiness`): an edge racing the task's clear; short reads that clear; an owner's reset racing an edge; planted bug `--cfg nucleus_loom_planted_readiness_bug` (a clear that ignores the tick) | `readiness.rs` |
 //! | (h) reclamation: no leaked `Arc`, snapshots outliving membership and the hub | `leaks.rs` (and every model) |
 #![cfg(nucleus_loom)]
 
@@ -54,5 +65,6 @@ mod history;
 mod leaks;
 mod presence;
 mod queue;
+mod readiness;
 mod rooms;
 mod segments;

@@ -32,8 +32,8 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod cluster_link;
 mod atomic_waker;
+pub mod cluster_link;
 mod disconnect;
 mod entry;
 mod error;
@@ -47,6 +47,8 @@ pub mod metrics_export;
 mod presence;
 mod presence_events;
 mod queue;
+#[cfg(any(all(feature = "server", target_os = "linux"), nucleus_loom))]
+mod readiness;
 mod report;
 mod room;
 mod socket;
@@ -80,6 +82,10 @@ pub use queue::{
     CloseReason, MAX_BYTES_LIMIT, MAX_MESSAGES_LIMIT, OverflowPolicy, QueueConfig, Receiver,
     Sender, TryRecvError, TrySendError, channel,
 };
+/// A descriptor's readiness cell, public for the loom models only.
+#[cfg(nucleus_loom)]
+#[doc(hidden)]
+pub use readiness::{BOTH, READABLE, Readiness, WRITABLE};
 pub use report::BroadcastReport;
 pub use room::Room;
 pub use socket::WebSocket;

@@ -78,6 +78,8 @@ mod heartbeat;
 mod origin;
 mod outbox;
 mod rate_limit;
+#[cfg(target_os = "linux")]
+mod reactor;
 mod service;
 mod slot_list;
 mod upgrade;
@@ -90,7 +92,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::OptionFuture;
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::Notify;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -175,6 +177,7 @@ impl Server {
         let service = StreamService::with_shared_handler(self.hub, self.handler, self.config);
         let (done_tx, done) = watch::channel(false);
         let shared = Arc::new(ServerShared::new(service));
+        let listener = Listener::new(listener)?;
         tokio::spawn(accept_loop(listener, Arc::clone(&shared), done_tx));
         debug!(%local_addr, "server listening");
         Ok(ServerHandle {
@@ -425,7 +428,47 @@ impl Drop for CountGuard {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<ServerShared>, done: watch::Sender<bool>) {
+/// An accepted connection's stream: on Linux a socket of the server's own
+/// [reactor](reactor) (a 32-byte readiness cell instead of tokio's 256-byte registration).
+#[cfg(target_os = "linux")]
+type Conn = reactor::ReactorStream;
+/// An accepted connection's stream.
+#[cfg(not(target_os = "linux"))]
+type Conn = tokio::net::TcpStream;
+
+/// The listening socket, with (on Linux) the reactor its connections are registered on.
+struct Listener {
+    #[cfg(target_os = "linux")]
+    io: reactor::ReactorListener,
+    #[cfg(not(target_os = "linux"))]
+    io: TcpListener,
+    /// Field order: the listener closes before the reactor stops.
+    #[cfg(target_os = "linux")]
+    _reactor: reactor::Reactor,
+}
+
+impl Listener {
+    #[cfg(target_os = "linux")]
+    fn new(listener: TcpListener) -> io::Result<Self> {
+        let reactor = reactor::Reactor::new()?;
+        let io = reactor.listener(listener.into_std()?)?;
+        Ok(Self {
+            io,
+            _reactor: reactor,
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn new(listener: TcpListener) -> io::Result<Self> {
+        Ok(Self { io: listener })
+    }
+
+    async fn accept(&self) -> io::Result<(Conn, SocketAddr)> {
+        self.io.accept().await
+    }
+}
+
+async fn accept_loop(listener: Listener, shared: Arc<ServerShared>, done: watch::Sender<bool>) {
     let mut shutdown = shared.service.shared().shutdown.subscribe();
     loop {
         if shutdown.borrow_and_update().is_some() {
@@ -470,7 +513,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ServerShared>, done: wat
     done.send_replace(true);
 }
 
-fn admit(shared: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
+fn admit(shared: &Arc<ServerShared>, stream: Conn, peer: SocketAddr) {
     let config = shared.service.config();
     // ORDERING: the counter itself is the only shared state; exactness comes from the RMW.
     let active = shared.active.fetch_add(1, Ordering::Relaxed);
@@ -518,7 +561,7 @@ fn admit(shared: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
 /// per idle connection.)
 fn connection_task(
     shared: &Arc<ServerShared>,
-    stream: TcpStream,
+    stream: Conn,
     peer: SocketAddr,
     guard: CountGuard,
 ) -> impl Future<Output = ()> + Send + 'static + use<> {
@@ -531,21 +574,22 @@ fn connection_task(
 /// shutdown); on success, the service's connection future for it.
 async fn handshake(
     shared: Arc<ServerShared>,
-    mut stream: TcpStream,
+    mut stream: Conn,
     peer: SocketAddr,
 ) -> Option<impl Future<Output = ()> + Send + 'static + use<>> {
     let service = &shared.service;
-    let _ = stream.set_nodelay(true);
+    let socket = socket2::SockRef::from(&stream);
+    let _ = socket.set_tcp_nodelay(true);
     let config = service.config();
     if let Some(bytes) = config.send_buffer_size {
-        // Best effort, as `set_nodelay`: a refused option leaves the kernel's default.
-        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+        // Best effort, as the no-delay option: a refused option leaves the kernel's default.
+        let _ = socket.set_send_buffer_size(bytes);
     }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Some(bytes) = config.unsent_limit {
         // Best effort as well: an older kernel without the option keeps its default.
         let lowat = u32::try_from(bytes).unwrap_or(u32::MAX);
-        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(lowat);
+        let _ = socket.set_tcp_notsent_lowat(lowat);
     }
     let mut shutdown = service.shared().shutdown.subscribe();
     let handshake = timeout(
@@ -598,6 +642,7 @@ mod tests {
     async fn an_accepted_connection_task_fits_a_512_byte_task_cell() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let listener = Listener::new(listener).unwrap();
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let service = StreamService::with_shared_handler(
@@ -615,6 +660,7 @@ mod tests {
         };
         let task = connection_task(&shared, stream, peer, guard);
         let size = std::mem::size_of_val(&task);
+        eprintln!("connection task future: {size} B");
         assert!(
             size <= LARGEST_FUTURE_IN_A_512_BYTE_CELL,
             "an open connection's task future is {size} B: over {LARGEST_FUTURE_IN_A_512_BYTE_CELL} \
