@@ -40,13 +40,14 @@ use tokio::time::{Instant, timeout_at};
 use tracing::{debug, warn};
 
 use crate::disconnect::DisconnectReason;
+use crate::entry::SocketEntry;
 use crate::error::StreamError;
 use crate::hub::StreamHub;
 use crate::message::{SharedMessage, SocketMessage};
 use crate::queue::{CloseReason, Receiver, channel};
 use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
-use crate::server::frame::{self, FrameReader, Incoming, OP_PING, OP_PONG, ReadError};
+use crate::server::frame::{self, FrameReader, Incoming, OP_PING, OP_PONG, ReadError, ReadLimits};
 use crate::server::heartbeat::{Beat, Heartbeat, Pulse};
 use crate::server::outbox::{BATCH_BYTES, Outbox};
 use crate::server::rate_limit::{InboundGate, Verdict};
@@ -170,12 +171,11 @@ pub(crate) struct Wire<S> {
 }
 
 impl<S> Wire<S> {
-    /// `stream`, of which `leftover` was already read, under `config`.
-    pub(crate) fn new(stream: S, leftover: Vec<u8>, config: &ServerConfig) -> Self {
+    /// `stream`, of which `leftover` was already read.
+    pub(crate) fn new(stream: S, leftover: Vec<u8>) -> Self {
         Self {
             stream,
-            reader: FrameReader::new(leftover, config.max_frame_size, config.max_message_size)
-                .read_chunk(config.read_buffer_size),
+            reader: FrameReader::new(leftover),
             outbox: Outbox::default(),
         }
     }
@@ -183,18 +183,25 @@ impl<S> Wire<S> {
 
 /// Unregisters the socket if the task ends without doing so itself (it was dropped at the
 /// shutdown deadline, or the handler panicked): no hub entry outlives its connection.
-/// It holds the connection's socket handle itself (the one copy the connection keeps).
+/// It holds the hub's entry of the socket: the connection's one handle to its socket, a
+/// pointer (a clone of the socket was 56 bytes of every open connection's future).
 struct Registration {
     hub: StreamHub,
-    socket: WebSocket,
+    entry: Arc<SocketEntry>,
     armed: bool,
+}
+
+impl Registration {
+    fn socket(&self) -> &WebSocket {
+        &self.entry.socket
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         if self.armed {
             // The hub's methods never await: one poll completes the future.
-            let fut = self.hub.unregister(&self.socket.id);
+            let fut = self.hub.unregister(&self.entry.socket.id);
             let mut fut = std::pin::pin!(fut);
             let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
         }
@@ -221,27 +228,25 @@ where
     let mut wire = wire;
     let mut guard = guard;
     async move {
-        // The registration holds the one socket handle (a socket local beside it would keep
-        // its 56 bytes for the connection's life: a moved-from local's slot is not reused).
         let Some((registration, mut rx)) = registering.await else {
             return;
         };
-        let socket = &registration.socket;
         // From here a shutdown reaches the connection through its queue.
-        let shutting_down = guard.serve(socket.sender());
-        let shared = &**guard.shared();
-        let hub = &shared.hub;
-
-        // --- Run. ---
-        shared.handler.on_connect(hub, socket).await;
-        let end = match shutting_down {
-            Some(deadline) => End::Shutdown(deadline),
-            None => run(shared, &mut wire, socket, &mut rx).await,
-        };
+        let shutting_down = guard.serve(registration.socket().sender()).is_some();
+        // `on_connect`, then the loop: one future, with no reference or deadline of its own
+        // kept beside it across the await (they were 40 bytes of every connection).
+        let end = run(
+            guard.shared(),
+            &mut wire,
+            registration.socket(),
+            &mut rx,
+            shutting_down,
+        )
+        .await;
         // The closing steps run once, at the end: boxed, so that their state (the end, the
         // disconnect record, timers, a drain buffer) does not size every connection's future
         // for its whole life (measured with `-Zprint-type-sizes`: 920 -> 776 bytes).
-        Box::pin(close(shared, wire, rx, registration, end)).await;
+        Box::pin(close(guard.shared(), wire, rx, registration, end)).await;
     }
 }
 
@@ -255,7 +260,7 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
     end: End,
 ) {
     let (config, hub) = (&shared.config, &shared.hub);
-    let socket = &registration.socket;
+    let socket = registration.socket();
     match &end {
         // Faults: the client broke a rule or stopped responding.
         End::Fault(..) | End::SlowConsumer | End::Idle | End::RateLimited => {
@@ -299,12 +304,13 @@ async fn register(
         for (k, v) in &admission.metadata {
             socket = socket.with_metadata(k.as_str(), v.as_str());
         }
-        match hub.register(socket.clone()).await {
-            Ok(()) => {
+        match hub.register_entry(socket) {
+            Ok(entry) => {
+                let socket = &entry.socket;
                 debug!(?peer, id = %socket.id, user = socket.user_id(), "connection opened");
                 let registration = Registration {
                     hub: hub.clone(),
-                    socket,
+                    entry,
                     armed: true,
                 };
                 return Some((registration, rx));
@@ -319,12 +325,14 @@ async fn register(
     }
 }
 
-/// The read/write loop. Returns why it ended.
+/// `on_connect`, then the read/write loop (unless the service is `shutting_down`: then the
+/// connection ends once `on_connect` returns). Returns why it ended.
 fn run<'a, S: AsyncRead + AsyncWrite + Unpin>(
     shared: &'a ServiceShared,
     wire: &'a mut Wire<S>,
     socket: &'a WebSocket,
     rx: &'a mut Receiver,
+    shutting_down: bool,
 ) -> Run<'a, S> {
     Run {
         shared,
@@ -334,8 +342,9 @@ fn run<'a, S: AsyncRead + AsyncWrite + Unpin>(
         pulse: shared.heartbeat.pulse(),
         // The writer has yielded once since it saw queued messages (see "write late").
         yielded: !shared.config.write_late,
+        shutting_down,
         inbound: InboundGate::new(shared.config.inbound_rate.as_ref()),
-        handling: None,
+        handling: Some(shared.handler.on_connect(&shared.hub, socket)),
     }
 }
 
@@ -349,8 +358,12 @@ struct Run<'a, S> {
     rx: &'a mut Receiver,
     pulse: Pulse,
     yielded: bool,
+    /// The service was shutting down when the connection started: it ends once `on_connect`
+    /// returns.
+    shutting_down: bool,
     inbound: InboundGate,
-    /// The handler's `on_message` future for the message being handled, if any.
+    /// The handler's future being run, if any: `on_connect` first, then each message's
+    /// `on_message`.
     handling: Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>,
 }
 
@@ -369,6 +382,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Run<'_, S> {
                 match handling.as_mut().poll(cx) {
                     Poll::Ready(()) => this.handling = None,
                     Poll::Pending => return Poll::Pending,
+                }
+                if std::mem::take(&mut this.shutting_down) {
+                    let deadline = (*shared.shutdown.borrow()).unwrap_or_else(Instant::now);
+                    return Poll::Ready(End::Shutdown(deadline));
                 }
             }
             let event = poll_once(
@@ -446,7 +463,9 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
     // and writing its queue between its messages would send each echo in a write of its
     // own; this way one read's messages share one write (measured: 200 rooms x 11, a
     // publisher's 17 messages of one read went out in 17 `writev`s).
-    if let Some(read) = wire.reader.next_buffered() {
+    let limits = ReadLimits::new(config.max_frame_size, config.max_message_size)
+        .read_chunk(config.read_buffer_size);
+    if let Some(read) = wire.reader.next_buffered(&limits) {
         return on_read(cx, wire, read);
     }
 
@@ -496,7 +515,7 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
     }
 
     // Read side.
-    if let Poll::Ready(read) = wire.reader.poll_next(cx, &mut wire.stream) {
+    if let Poll::Ready(read) = wire.reader.poll_next(cx, &mut wire.stream, &limits) {
         return on_read(cx, wire, read);
     }
 

@@ -126,25 +126,20 @@ struct Assembly {
     utf8_valid: usize,
 }
 
-/// Reads client frames from a byte stream.
-pub(crate) struct FrameReader {
-    /// Received bytes not yet parsed. Empty with no allocation whenever no frame is partly
-    /// received.
-    buf: BytesMut,
-    /// A fragmented message in progress. Boxed: rare, and keeps the reader small.
-    assembly: Option<Box<Assembly>>,
+/// A reader's limits: the service's configuration, passed to every call rather than kept in
+/// every connection's reader (24 bytes of each open connection's future).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadLimits {
     max_frame: usize,
     max_message: usize,
     /// Bytes read at a time onto the stack (at most [`STACK_READ`]).
     read_chunk: usize,
 }
 
-impl FrameReader {
-    /// A reader whose input starts with `leftover` (bytes read past the upgrade request).
-    pub(crate) fn new(leftover: Vec<u8>, max_frame: usize, max_message: usize) -> Self {
+impl ReadLimits {
+    /// Frames of at most `max_frame` bytes, messages of at most `max_message`.
+    pub(crate) fn new(max_frame: usize, max_message: usize) -> Self {
         Self {
-            buf: BytesMut::from(&leftover[..]),
-            assembly: None,
             max_frame,
             max_message,
             read_chunk: STACK_READ,
@@ -155,6 +150,25 @@ impl FrameReader {
     pub(crate) fn read_chunk(mut self, bytes: usize) -> Self {
         self.read_chunk = bytes.clamp(64, STACK_READ);
         self
+    }
+}
+
+/// Reads client frames from a byte stream.
+pub(crate) struct FrameReader {
+    /// Received bytes not yet parsed. Empty with no allocation whenever no frame is partly
+    /// received.
+    buf: BytesMut,
+    /// A fragmented message in progress. Boxed: rare, and keeps the reader small.
+    assembly: Option<Box<Assembly>>,
+}
+
+impl FrameReader {
+    /// A reader whose input starts with `leftover` (bytes read past the upgrade request).
+    pub(crate) fn new(leftover: Vec<u8>) -> Self {
+        Self {
+            buf: BytesMut::from(&leftover[..]),
+            assembly: None,
+        }
     }
 
     /// Bytes held (read buffer and any message being assembled).
@@ -168,13 +182,14 @@ impl FrameReader {
         &mut self,
         cx: &mut Context<'_>,
         stream: &mut S,
+        limits: &ReadLimits,
     ) -> Poll<Result<Incoming, ReadError>> {
         loop {
-            let needed = match self.next_parsed()? {
+            let needed = match self.next_parsed(limits)? {
                 Ok(event) => return Poll::Ready(Ok(event)),
                 Err(needed) => needed,
             };
-            match self.poll_fill(cx, stream, needed) {
+            match self.poll_fill(cx, stream, needed, limits) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(ReadError::Eof)),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(ReadError::Io(e))),
@@ -188,8 +203,11 @@ impl FrameReader {
 
     /// The next thing the client sent if it is already buffered, without reading: `None`
     /// when the buffer holds no complete frame.
-    pub(crate) fn next_buffered(&mut self) -> Option<Result<Incoming, ReadError>> {
-        match self.next_parsed() {
+    pub(crate) fn next_buffered(
+        &mut self,
+        limits: &ReadLimits,
+    ) -> Option<Result<Incoming, ReadError>> {
+        match self.next_parsed(limits) {
             Ok(Ok(event)) => Some(Ok(event)),
             Ok(Err(_needed)) => None,
             Err(e) => Some(Err(e)),
@@ -198,9 +216,9 @@ impl FrameReader {
 
     /// Parses the buffer up to the next event: `Ok(event)`, or `Err(n)` when the frame being
     /// parsed needs `n` more bytes.
-    fn next_parsed(&mut self) -> Result<Result<Incoming, usize>, ReadError> {
+    fn next_parsed(&mut self, limits: &ReadLimits) -> Result<Result<Incoming, usize>, ReadError> {
         loop {
-            match self.parse()? {
+            match self.parse(limits)? {
                 Parsed::Event(event) => {
                     self.release_if_empty();
                     return Ok(Ok(event));
@@ -228,6 +246,7 @@ impl FrameReader {
         cx: &mut Context<'_>,
         stream: &mut S,
         needed: usize,
+        limits: &ReadLimits,
     ) -> Poll<io::Result<usize>> {
         if needed > STACK_READ || !self.buf.is_empty() {
             // A partly received frame: read straight into a buffer reserved for the rest of
@@ -248,7 +267,7 @@ impl FrameReader {
         } else {
             // Nothing partly received: read onto the stack, keep only what arrived.
             let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
-            let mut read = ReadBuf::uninit(&mut stack[..self.read_chunk]);
+            let mut read = ReadBuf::uninit(&mut stack[..limits.read_chunk]);
             match Pin::new(stream).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) => {
                     let filled = read.filled();
@@ -261,7 +280,7 @@ impl FrameReader {
     }
 
     /// Parses one frame from the buffer, if it is all there.
-    fn parse(&mut self) -> Result<Parsed, ReadError> {
+    fn parse(&mut self, limits: &ReadLimits) -> Result<Parsed, ReadError> {
         let buf = &self.buf[..];
         if buf.len() < 2 {
             return Ok(Parsed::Need(2 - buf.len()));
@@ -306,7 +325,7 @@ impl FrameReader {
             n => (n as u64, 6),
         };
         // Limits are checked on the header, before any payload is buffered.
-        if len > self.max_frame as u64 {
+        if len > limits.max_frame as u64 {
             return Err(fault(1009, "frame too big"));
         }
         let len = len as usize;
@@ -321,7 +340,7 @@ impl FrameReader {
                 }
                 _ => {}
             }
-            if so_far + len > self.max_message {
+            if so_far + len > limits.max_message {
                 return Err(fault(1009, "message too big"));
             }
         }
@@ -479,12 +498,13 @@ mod tests {
     }
 
     fn read_all(input: Vec<u8>) -> Vec<Result<Incoming, ReadError>> {
-        let mut reader = FrameReader::new(input, 1 << 20, 1 << 20);
+        let mut reader = FrameReader::new(input);
+        let limits = ReadLimits::new(1 << 20, 1 << 20);
         let mut stream: &[u8] = &[];
         let mut out = Vec::new();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         loop {
-            match reader.poll_next(&mut cx, &mut stream) {
+            match reader.poll_next(&mut cx, &mut stream, &limits) {
                 Poll::Ready(Err(ReadError::Eof)) => return out,
                 Poll::Ready(r) => {
                     let stop = r.is_err();
@@ -560,21 +580,25 @@ mod tests {
         let mut input = masked(false, OP_TEXT, b"ok");
         input.extend(masked(false, OP_CONTINUATION, &[0xc0, 0x80]));
         assert_eq!(code(input), 1007);
-        let mut reader = FrameReader::new(masked(true, OP_BINARY, &[0; 100]), 64, 1 << 20);
+        let mut reader = FrameReader::new(masked(true, OP_BINARY, &[0; 100]));
+        let limits = ReadLimits::new(64, 1 << 20);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut stream: &[u8] = &[];
         assert!(matches!(
-            reader.poll_next(&mut cx, &mut stream),
+            reader.poll_next(&mut cx, &mut stream, &limits),
             Poll::Ready(Err(ReadError::Fault(1009, _)))
         ));
     }
 
     #[test]
     fn a_parsed_buffer_is_released() {
-        let mut reader = FrameReader::new(masked(true, OP_BINARY, &[7; 300]), 1 << 20, 1 << 20);
+        let mut reader = FrameReader::new(masked(true, OP_BINARY, &[7; 300]));
+        let limits = ReadLimits::new(1 << 20, 1 << 20);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut stream: &[u8] = &[];
-        let Poll::Ready(Ok(Incoming::Message(msg))) = reader.poll_next(&mut cx, &mut stream) else {
+        let Poll::Ready(Ok(Incoming::Message(msg))) =
+            reader.poll_next(&mut cx, &mut stream, &limits)
+        else {
             panic!("a message");
         };
         assert_eq!(msg.len(), 300);

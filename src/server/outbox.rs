@@ -105,6 +105,10 @@ fn return_spare(list: VecDeque<Chunk>) {
     });
 }
 
+/// Longest chunk: a longer payload is queued as several chunks (shares of it), so that the
+/// offset into the first chunk fits the outbox's `u32`.
+const CHUNK_MAX: usize = u32::MAX as usize;
+
 struct Chunk {
     data: Bytes,
     /// Whether a frame ends where this chunk ends (a control frame may follow it).
@@ -115,8 +119,9 @@ struct Chunk {
 #[derive(Default)]
 pub(crate) struct Outbox {
     chunks: VecDeque<Chunk>,
-    /// Bytes of `chunks[0]` already written.
-    written: usize,
+    /// Bytes of `chunks[0]` already written (`u32`: no chunk is longer, see [`CHUNK_MAX`]; the
+    /// outbox is in every connection's future).
+    written: u32,
     /// The stream's flush has not completed since the last write.
     unflushed: bool,
 }
@@ -198,7 +203,7 @@ impl Outbox {
             let mut n = 0;
             for chunk in self.chunks.iter().take(limit) {
                 let data = if n == 0 {
-                    &chunk.data[self.written..]
+                    &chunk.data[self.written as usize..]
                 } else {
                     &chunk.data[..]
                 };
@@ -228,9 +233,10 @@ impl Outbox {
             let Some(first) = self.chunks.front() else {
                 return;
             };
-            let left = first.data.len() - self.written;
+            let left = first.data.len() - self.written as usize;
             if n < left {
-                self.written += n;
+                // `n < left <= CHUNK_MAX`: it fits.
+                self.written += n as u32;
                 return;
             }
             n -= left;
@@ -266,8 +272,15 @@ impl Batch<'_> {
             }
             self.staging.extend_from_slice(&header[..header_len]);
             self.seal(false);
+            let mut payload = payload.clone();
+            while payload.len() > CHUNK_MAX {
+                self.outbox.chunks.push_back(Chunk {
+                    data: payload.split_to(CHUNK_MAX),
+                    frame_end: false,
+                });
+            }
             self.outbox.chunks.push_back(Chunk {
-                data: payload.clone(),
+                data: payload,
                 frame_end: true,
             });
         }

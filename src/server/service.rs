@@ -213,7 +213,7 @@ impl StreamService {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let guard = ConnectionGuard::new(Arc::clone(&self.shared));
-        let wire = Wire::new(stream, leftover, &self.shared.config);
+        let wire = Wire::new(stream, leftover);
         connection::open(wire, admission, peer, guard)
     }
 
