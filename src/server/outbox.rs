@@ -107,7 +107,12 @@ fn return_spare(list: VecDeque<Chunk>) {
 
 /// Longest chunk: a longer payload is queued as several chunks (shares of it), so that the
 /// offset into the first chunk fits the outbox's `u32`.
+#[cfg(not(test))]
 const CHUNK_MAX: usize = u32::MAX as usize;
+/// Small in the unit tests, so that their payloads are split (the 3,000-byte frame of
+/// `partial_writes_resume_and_control_frames_wait_for_one_frame_only` is three chunks).
+#[cfg(test)]
+const CHUNK_MAX: usize = 1024;
 
 struct Chunk {
     data: Bytes,
@@ -362,6 +367,23 @@ mod tests {
             out: Vec::new(),
             step: 7,
         };
+        // The big payload is queued in shares of at most `CHUNK_MAX`, only the last one ending
+        // the frame.
+        let ends: Vec<_> = outbox
+            .chunks
+            .iter()
+            .map(|c| (c.data.len(), c.frame_end))
+            .collect();
+        assert_eq!(
+            ends,
+            [
+                (8, false),
+                (1024, false),
+                (1024, false),
+                (952, true),
+                (4, true)
+            ]
+        );
         let mut cx = Context::from_waker(std::task::Waker::noop());
         // One 7-byte write: inside the big frame's header chunk.
         outbox.written = 0;
