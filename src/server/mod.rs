@@ -26,6 +26,11 @@
 //!    socket, its rooms and the [`DisconnectReason`](crate::DisconnectReason). The task ends
 //!    with the connection.
 //!
+//! On Linux the accepted sockets are not registered with tokio's reactor but with an epoll
+//! instance of the server's own, drained by one task: a 32-byte readiness cell per socket
+//! instead of tokio's 256-byte registration (`src/server/reactor.rs`). Streams handed to
+//! [`StreamService::serve_upgraded`] keep whatever readiness source they come with.
+//!
 //! The wire path (its reader, writer and the measurements behind each choice) is described in
 //! `docs/design.md`, "Bytes on the wire", and `BENCHMARKS.md`, "Wire path".
 //!
