@@ -18,6 +18,23 @@ fn read_all(data: &AtomicUsize) -> io::Result<usize> {
     }
 }
 
+/// The "kernel" gets one byte, then the reactor reports the edge: on a thread of its own.
+fn arrive(cell: &Arc<Readiness>, data: &Arc<AtomicUsize>) -> thread::JoinHandle<()> {
+    let (cell, data) = (Arc::clone(cell), Arc::clone(data));
+    thread::spawn(move || {
+        data.fetch_add(1, Ordering::SeqCst);
+        cell.set(READABLE);
+    })
+}
+
+/// What the task reads once the cell lets it (`short`: it clears after every read).
+fn read(cell: &Readiness, data: &AtomicUsize, short: bool) -> usize {
+    block_on(poll_fn(|cx| {
+        cell.poll_io(cx, READABLE, || read_all(data), |_| short)
+    }))
+    .unwrap()
+}
+
 /// (n) A task that starts optimistic (a new cell is ready), finds nothing and clears, while
 /// the reactor reports data arriving: the task always gets the data (no lost edge; a lost one
 /// leaves it parked forever, which loom reports).
@@ -26,17 +43,8 @@ fn n_an_edge_while_the_task_clears_is_not_lost() {
     model(|| {
         let cell = Arc::new(Readiness::new(BOTH));
         let data = Arc::new(AtomicUsize::new(0));
-        let reactor = {
-            let (cell, data) = (Arc::clone(&cell), Arc::clone(&data));
-            thread::spawn(move || {
-                data.fetch_add(1, Ordering::SeqCst);
-                cell.set(READABLE);
-            })
-        };
-        let got = block_on(poll_fn(|cx| {
-            cell.poll_io(cx, READABLE, || read_all(&data), |_| false)
-        }));
-        assert_eq!(got.unwrap(), 1);
+        let reactor = arrive(&cell, &data);
+        assert_eq!(read(&cell, &data, false), 1);
         reactor.join().unwrap();
     });
 }
@@ -59,10 +67,7 @@ fn n_short_reads_clear_without_losing_the_next_edge() {
         };
         let mut total = 0;
         while total < 2 {
-            total += block_on(poll_fn(|cx| {
-                cell.poll_io(cx, READABLE, || read_all(&data), |_| true)
-            }))
-            .unwrap();
+            total += read(&cell, &data, true);
         }
         assert_eq!(total, 2);
         reactor.join().unwrap();
@@ -86,17 +91,8 @@ fn n_a_reset_racing_an_edge_leaves_a_usable_cell() {
         cell.reset(WRITABLE);
         reactor.join().unwrap();
         let data = Arc::new(AtomicUsize::new(0));
-        let next = {
-            let (cell, data) = (Arc::clone(&cell), Arc::clone(&data));
-            thread::spawn(move || {
-                data.fetch_add(1, Ordering::SeqCst);
-                cell.set(READABLE);
-            })
-        };
-        let got = block_on(poll_fn(|cx| {
-            cell.poll_io(cx, READABLE, || read_all(&data), |_| false)
-        }));
-        assert_eq!(got.unwrap(), 1);
+        let next = arrive(&cell, &data);
+        assert_eq!(read(&cell, &data, false), 1);
         next.join().unwrap();
     });
 }

@@ -383,6 +383,16 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// A reactor with a listener on a free loopback port.
+    fn listening() -> (Reactor, ReactorListener, SocketAddr) {
+        let reactor = Reactor::new().unwrap();
+        let listener = reactor
+            .listener(StdListener::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        (reactor, listener, addr)
+    }
+
     #[test]
     fn a_stream_is_24_bytes() {
         assert_eq!(std::mem::size_of::<ReactorStream>(), 24);
@@ -392,11 +402,7 @@ mod tests {
     /// finishes; every byte arrives in order; the cells of closed sockets are reused.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_blocked_write_resumes_on_the_edge_and_cells_are_reused() {
-        let reactor = Reactor::new().unwrap();
-        let listener = reactor
-            .listener(StdListener::bind("127.0.0.1:0").unwrap())
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (reactor, listener, addr) = listening();
         let client = tokio::spawn(async move {
             let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
             // Let the server's send buffer fill before reading.
@@ -431,11 +437,7 @@ mod tests {
     /// A read waits for data (pending, not spinning) and is woken by its arrival; EOF reads 0.
     #[tokio::test]
     async fn a_read_waits_for_the_edge() {
-        let reactor = Reactor::new().unwrap();
-        let listener = reactor
-            .listener(StdListener::bind("127.0.0.1:0").unwrap())
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (_reactor, listener, addr) = listening();
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut buf = [0u8; 16];
