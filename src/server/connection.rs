@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 use tracing::{debug, warn};
 
@@ -47,8 +46,8 @@ use crate::message::{SharedMessage, SocketMessage};
 use crate::queue::{CloseReason, Receiver, channel};
 use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
-use crate::server::frame::{self, FrameReader, Incoming, OP_PING, OP_PONG, ReadError, ReadLimits};
-use crate::server::heartbeat::{Beat, Heartbeat, Pulse};
+use crate::server::frame::{self, FrameReader, Incoming, OP_PING, OP_PONG, ReadError};
+use crate::server::heartbeat::{Beat, Pulse};
 use crate::server::outbox::{BATCH_BYTES, Outbox};
 use crate::server::rate_limit::{InboundGate, Verdict};
 use crate::server::service::{ConnectionGuard, ServiceShared};
@@ -392,10 +391,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Run<'_, S> {
                 cx,
                 this.wire,
                 this.rx,
-                config,
+                shared,
                 &mut this.yielded,
-                &shared.shutdown,
-                (&mut this.pulse, heartbeat),
+                &mut this.pulse,
             );
             let Poll::Ready(event) = event else {
                 return Poll::Pending;
@@ -446,15 +444,15 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
     wire: &mut Wire<S>,
     rx: &mut Receiver,
-    config: &ServerConfig,
+    shared: &ServiceShared,
     yielded: &mut bool,
-    shutdown: &watch::Sender<Option<Instant>>,
-    (pulse, heartbeat): (&mut Pulse, &Heartbeat),
+    pulse: &mut Pulse,
 ) -> Poll<Event> {
+    let (config, heartbeat, limits) = (&shared.config, &shared.heartbeat, &shared.read_limits);
     // A shutdown closes every connection's queue (which wakes it): a closed queue while the
     // service shuts down ends the connection at once, its backlog still to be sent.
     if rx.is_closed() {
-        if let Some(deadline) = *shutdown.borrow() {
+        if let Some(deadline) = *shared.shutdown.borrow() {
             return Poll::Ready(Event::End(End::Shutdown(deadline)));
         }
     }
@@ -463,9 +461,7 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
     // and writing its queue between its messages would send each echo in a write of its
     // own; this way one read's messages share one write (measured: 200 rooms x 11, a
     // publisher's 17 messages of one read went out in 17 `writev`s).
-    let limits = ReadLimits::new(config.max_frame_size, config.max_message_size)
-        .read_chunk(config.read_buffer_size);
-    if let Some(read) = wire.reader.next_buffered(&limits) {
+    if let Some(read) = wire.reader.next_buffered(limits) {
         return on_read(cx, wire, read);
     }
 
@@ -515,7 +511,7 @@ fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
     }
 
     // Read side.
-    if let Poll::Ready(read) = wire.reader.poll_next(cx, &mut wire.stream, &limits) {
+    if let Poll::Ready(read) = wire.reader.poll_next(cx, &mut wire.stream, limits) {
         return on_read(cx, wire, read);
     }
 

@@ -126,8 +126,9 @@ struct Assembly {
     utf8_valid: usize,
 }
 
-/// A reader's limits: the service's configuration, passed to every call rather than kept in
-/// every connection's reader (24 bytes of each open connection's future).
+/// A reader's limits: made once per service from its configuration
+/// (`ServiceShared::read_limits`) and passed to every call rather than kept in every
+/// connection's reader (24 bytes of each open connection's future).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReadLimits {
     max_frame: usize,

@@ -21,6 +21,7 @@ use crate::queue::Sender;
 use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
 use crate::server::connection::{self, Wire};
+use crate::server::frame::ReadLimits;
 use crate::server::heartbeat::Heartbeat;
 use crate::server::slot_list::SlotList;
 use crate::sync::{Mutex, lock};
@@ -85,6 +86,9 @@ pub(crate) struct ServiceShared {
     serving: Mutex<Serving>,
     /// The beat the sweep advances and the connections count.
     pub(crate) heartbeat: Heartbeat,
+    /// The frame readers' limits, from `config` (made once here, not per poll nor kept in
+    /// every reader).
+    pub(crate) read_limits: ReadLimits,
 }
 
 /// The outbound queues of a service's registered connections: [`StreamService::shutdown`]
@@ -123,6 +127,8 @@ impl StreamService {
                 open,
                 serving: Mutex::new(Serving::default()),
                 heartbeat: Heartbeat::new(&config),
+                read_limits: ReadLimits::new(config.max_frame_size, config.max_message_size)
+                    .read_chunk(config.read_buffer_size),
                 config,
             }),
         }
