@@ -287,11 +287,20 @@ impl ReactorListener {
     /// What `accept` fails with (`EMFILE` when out of descriptors, …), or the registration's
     /// error.
     pub(crate) async fn accept(&self) -> io::Result<(ReactorStream, SocketAddr)> {
+        // One `accept4` that makes the socket non-blocking (as mio's accept does), not
+        // `accept` and then a `set_nonblocking` system call.
+        let accept = |io: &StdListener| {
+            socket2::SockRef::from(io).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+        };
         let (io, peer) =
-            std::future::poll_fn(|cx| self.poll_io(cx, READABLE, StdListener::accept, |_| false))
-                .await?;
-        io.set_nonblocking(true)?;
-        Ok((Registered::register(&self.shared, io)?, peer))
+            std::future::poll_fn(|cx| self.poll_io(cx, READABLE, accept, |_| false)).await?;
+        let peer = peer
+            .as_socket()
+            .ok_or_else(|| io::Error::other("accepted a connection that is not TCP/IP"))?;
+        Ok((
+            Registered::register(&self.shared, StdStream::from(io))?,
+            peer,
+        ))
     }
 
     /// The address it listens on.
