@@ -50,7 +50,7 @@
 //! | (a) `join_room` vs `unregister`; (b) emptying leave vs join; (c) two creating joins; (d) broadcast vs join and leave; (i) broadcast vs a leave that moves a member across chunks | `rooms.rs` |
 //! | (e) presence of one user's devices; (k) one user's room presence events vs the final presence | `presence.rs` |
 //! | (f) `send_to` / `send_to_user` vs register and unregister | `direct.rs` |
-//! | (g) the outbound queue: producers, a parking consumer, each overflow policy at its bound | `queue.rs` |
+//! | (g) the outbound queue: producers, a parking consumer (also one taking batches), each overflow policy at its bound | `queue.rs` |
 //! | (j) the history seam: a join with `since` racing one or two publishers (exact replay + live, in order); planted bug `--cfg nucleus_loom_planted_bug_history` | `history.rs` |
 //! | (l) the cluster ring seam: a join through the ring racing the subscriber's Redis offsets (trusted ring; idle ring seeded at the position read from Redis); same planted bug | `history.rs` |
 //! | (m) the queue's item storage (`Segments`, 2 slots per segment under loom): two producers and a consumer across segments and retirements; a producer popping as `DropOldest` does; values left queued at drop | `segments.rs` |

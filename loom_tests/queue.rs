@@ -67,6 +67,41 @@ fn g_two_producers_one_parking_consumer() {
     });
 }
 
+/// (g) The writer's batched pops: the consumer waits for one message, then takes whatever is
+/// queued with `try_recv_many`, whose pops give their room back with one read-modify-write
+/// at the end, and parks again. A producer whose reservation saw the batch still counted
+/// skipped its wake-up; the consumer must still see its message (a missed one is a loom
+/// deadlock), every message arrives once, in order per producer, and all room comes back.
+#[test]
+fn g_batched_pops_then_park() {
+    model(|| {
+        let (tx_a, mut rx) = bounded(8, OverflowPolicy::Disconnect);
+        let tx_b = tx_a.clone();
+        let pa = thread::spawn(move || {
+            tx_a.try_send(msg("a1")).unwrap();
+            tx_a.try_send(msg("a2")).unwrap();
+            tx_a
+        });
+        let pb = thread::spawn(move || {
+            tx_b.try_send(msg("b1")).unwrap();
+            tx_b
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            got.push(block_on(rx.recv()).expect("the queue is open"));
+            rx.try_recv_many(&mut got, 8);
+        }
+        let got = texts(&got);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(fifo_per_producer(&got, &["a1", "a2"]), "{got:?}");
+        assert!(fifo_per_producer(&got, &["b1"]), "{got:?}");
+        let senders = (pa.join().unwrap(), pb.join().unwrap());
+        assert_eq!((rx.len(), rx.queued_bytes()), (0, 0));
+        drop(senders);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
+    });
+}
+
 /// (g) A consumer parks on an empty queue and a producer's push must wake it (the producer
 /// keeps its `Sender`, so no close can stand in for the wake); then it parks again and
 /// another thread's close must wake it to see the end.

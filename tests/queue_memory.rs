@@ -25,8 +25,8 @@ fn idle_queues_and_sockets_are_small() {
 
     // 2. One message, then drained: the one segment that stays is the idle connection's
     // largest queue item once its first message came (a join announcement, say). Its slots
-    // hold a one-word handle to the shared message: 7 slots + the `next` pointer + the
-    // `written` mask = 72 B (src/queue/segments.rs). `SegQueue`'s block of 31 slots was 504 B.
+    // hold a one-word handle to the shared message: 7 slots + the `next` pointer + 7
+    // one-byte ready flags = 72 B (src/queue/segments.rs). `SegQueue`'s block of 31 slots was 504 B.
     // The bound leaves room for the harness's own stray allocations.
     let (tx1, mut rx1) = channel(QueueConfig::default());
     let empty = live();

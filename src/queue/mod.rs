@@ -24,7 +24,7 @@
 //! A slot holds a thin handle (`SharedMessage`, an `Arc<SocketMessage>`: one pointer), not
 //! the 40-byte message: a broadcast wraps its message once and pushes a clone of the handle
 //! to each recipient, a reference-count bump as the `Bytes` clone it replaces. A segment is
-//! 7 handles + its `next` pointer + a `written` bit mask = 72 B (one 80-byte malloc chunk).
+//! 7 handles + its `next` pointer + 7 one-byte ready flags = 72 B (one 80-byte malloc chunk).
 //! [`Sender::try_send`] wraps its message (one small allocation per direct send), and the
 //! public receive methods hand the message back out of its handle (moved if it was the last,
 //! else a `Bytes` reference-count bump); the bundled server's writer takes the handle itself.
@@ -438,24 +438,58 @@ impl Shared {
 
     /// Gives back the room of one popped message.
     fn release(&self, size: u64) {
+        self.release_many(1, size);
+    }
+
+    /// Gives back the room of `messages` popped messages of `bytes` in all: one
+    /// read-modify-write for a whole batch.
+    fn release_many(&self, messages: u64, bytes: u64) {
         // ORDERING: AcqRel pairs with producers' reservations (they must not see room that
-        // the popped slot still occupies).
-        self.state.fetch_sub(ONE_MESSAGE + size, Ordering::AcqRel);
+        // the popped slots still occupy).
+        self.state
+            .fetch_sub(messages * ONE_MESSAGE + bytes, Ordering::AcqRel);
     }
 
     /// The consumer's pop. Only `Receiver` calls it (through `&mut self` methods, `poll_recv`,
     /// `discarding` and its drop), so it is the only popper unless producers pop too
     /// (`OverflowPolicy::DropOldest`), and then every pop takes the storage's pop flag.
     fn pop(&self) -> Option<SharedMessage> {
-        let msg = if self.policy == OverflowPolicy::DropOldest {
+        let msg = self.take()?;
+        self.release(msg.len() as u64);
+        Some(msg)
+    }
+
+    /// [`pop`](Self::pop) without giving the room back: the caller releases it
+    /// ([`release_many`](Self::release_many)) before it looks at the state again.
+    fn take(&self) -> Option<SharedMessage> {
+        if self.policy == OverflowPolicy::DropOldest {
             self.items.pop_shared()
         } else {
             // SAFETY: without DropOldest no producer pops, and the one `Receiver` is the only
-            // caller (see above).
+            // caller (see `pop`).
             unsafe { self.items.pop() }
-        }?;
-        self.release(msg.len() as u64);
-        Some(msg)
+        }
+    }
+
+    /// Pops messages while `f` asks for more (it gets each one and returns whether to take
+    /// another) and gives their room back with one read-modify-write. Returns how many were
+    /// popped. The release comes before this returns, so the wake-up argument of the module
+    /// docs (a consumer that popped and released reads a state at least as new as its
+    /// release) holds as for single pops; meanwhile producers see the batch's room as still
+    /// taken, as if it had been popped a moment later.
+    fn pop_while(&self, mut f: impl FnMut(SharedMessage) -> bool) -> usize {
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        while let Some(msg) = self.take() {
+            messages += 1;
+            bytes += msg.len() as u64;
+            if !f(msg) {
+                break;
+            }
+        }
+        if messages > 0 {
+            self.release_many(messages, bytes);
+        }
+        messages as usize
     }
 
     /// Closes the queue; the first reason sticks. Returns whether this call closed it.
@@ -750,6 +784,19 @@ impl Receiver {
         }
     }
 
+    /// Takes queued messages while `f` asks for more: it gets each handle and returns whether
+    /// to take another (a writer filling its batch). Returns how many were taken; `0` if none
+    /// is queued now, or the queue was closed as a slow consumer (whose backlog is never
+    /// handed out). The room of all of them is released with one read-modify-write instead of
+    /// one per message.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub(crate) fn try_recv_shared_while(&mut self, f: impl FnMut(SharedMessage) -> bool) -> usize {
+        if self.shared.discarding() {
+            return 0;
+        }
+        self.shared.pop_while(f)
+    }
+
     /// Waits until at least one message is queued, then moves up to `limit` queued messages
     /// into `buf` (a writer's batch: feed them all, flush once). Returns how many were moved;
     /// `0` means the queue is closed and drained, or closed as a slow consumer (or `limit` is
@@ -772,17 +819,15 @@ impl Receiver {
         if self.shared.discarding() {
             return 0;
         }
-        let mut n = 0;
-        while n < limit {
-            match self.shared.pop() {
-                Some(msg) => {
-                    buf.push(unshare(msg));
-                    n += 1;
-                }
-                None => break,
-            }
+        if limit == 0 {
+            return 0;
         }
-        n
+        let mut n = 0;
+        self.shared.pop_while(|msg| {
+            buf.push(unshare(msg));
+            n += 1;
+            n < limit
+        })
     }
 
     /// Closes the queue from the consumer side ([`CloseReason::Closed`]); queued messages can
