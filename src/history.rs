@@ -53,8 +53,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::entry::SocketEntry;
-use crate::message::{SharedMessage, SocketMessage};
+use crate::message::SocketMessage;
 use crate::report::BroadcastReport;
+use crate::shared_message::SharedMessage;
 use crate::sync::{Arc, AtomicPtr, AtomicU64, AtomicUsize, Ordering, spin_hint};
 
 /// Which rooms keep a history, and how much.

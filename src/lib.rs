@@ -51,6 +51,7 @@ mod queue;
 mod readiness;
 mod report;
 mod room;
+mod shared_message;
 mod socket;
 pub mod socket_id;
 mod sync;

@@ -245,19 +245,6 @@ impl SocketMessage {
     }
 }
 
-/// A queued message: one pointer to a [`SocketMessage`] that every queue it was pushed to
-/// shares. A broadcast wraps its message once (one allocation per broadcast) and pushes a
-/// clone of the handle to each recipient (a reference-count bump, as the `Bytes` clone it
-/// replaces), so an outbound queue's slot holds one word instead of the 40-byte message
-/// (`src/queue.rs`, "Memory").
-pub(crate) type SharedMessage = std::sync::Arc<SocketMessage>;
-
-/// The message behind a handle: moved out if this is the last handle, else cloned (a `Bytes`
-/// reference-count bump, never a payload copy).
-pub(crate) fn unshare(msg: SharedMessage) -> SocketMessage {
-    std::sync::Arc::unwrap_or_clone(msg)
-}
-
 impl From<Utf8Bytes> for SocketMessage {
     fn from(t: Utf8Bytes) -> Self {
         Self::Text(t)

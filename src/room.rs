@@ -38,10 +38,10 @@ use smallvec::SmallVec;
 
 use crate::entry::SocketEntry;
 use crate::history::RoomLog;
-use crate::message::SharedMessage;
 use crate::presence_events::{PresenceEvent, PresenceEvents, PresenceKey};
 use crate::queue::Shared;
 use crate::report::BroadcastReport;
+use crate::shared_message::SharedMessage;
 use crate::sync::{Arc, AtomicCell, AtomicPtr, HashState, Loaded, Mutex, Ordering, lock};
 
 /// Members per chunk. A join copies at most one chunk; a leave at most two.
@@ -122,6 +122,9 @@ impl Members {
         except: *const SocketEntry,
     ) -> BroadcastReport {
         let mut report = BroadcastReport::default();
+        // Every member's reference with one read-modify-write (the one `except` skips goes
+        // back when `shares` drops); see `src/shared_message.rs`.
+        let mut shares = msg.shares(self.len);
         for chunk in self.chunks() {
             for (i, m) in chunk.iter().enumerate() {
                 // In a large room each queue header is a cache miss; asking for the one
@@ -134,7 +137,8 @@ impl Members {
                 }
                 // SAFETY: `self` keeps the member's entry, and so its queue, alive.
                 let queue = unsafe { &*m.queue };
-                report.record(queue.push(msg.clone()));
+                let handle = shares.take().unwrap_or_else(|| msg.clone());
+                report.record(queue.push(handle));
             }
         }
         report

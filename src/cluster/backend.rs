@@ -32,7 +32,7 @@ use super::link::{Counters, GOODBYE, Outbound, Shared};
 use super::presence::{self, Announcement, OP_FULL, OP_GOODBYE, OP_HELLO, State};
 use crate::history::StreamPosition;
 use crate::hub::StreamHub;
-use crate::message::SharedMessage;
+use crate::shared_message::SharedMessage;
 use crate::sync::{Ordering, lock};
 
 /// Most sequence counters the publisher keeps before starting them all over at 1 (receivers

@@ -8,9 +8,10 @@ use crate::cluster_link::{ClusterLink, Except};
 use crate::entry::SocketEntry;
 use crate::error::StreamError;
 use crate::history::{Recovery, RoomLog, StreamPosition};
-use crate::message::{SharedMessage, SocketMessage};
+use crate::message::SocketMessage;
 use crate::report::BroadcastReport;
 use crate::room::RoomCell;
+use crate::shared_message::SharedMessage;
 use crate::sync::Arc;
 
 /// What [`StreamHub::publish_to_room`] did.

@@ -71,7 +71,8 @@ use std::future::poll_fn;
 use std::task::{Context, Poll};
 
 use crate::atomic_waker::AtomicWaker;
-use crate::message::{SharedMessage, SocketMessage, unshare};
+use crate::message::SocketMessage;
+use crate::shared_message::SharedMessage;
 
 pub(crate) mod segments;
 use crate::sync::{Arc, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -271,8 +272,8 @@ impl From<PushError> for TrySendError {
     /// [`Sender::try_send`]), else a clone (a `Bytes` reference-count bump).
     fn from(refused: PushError) -> Self {
         match refused {
-            PushError::Full(msg) => Self::Full(unshare(msg)),
-            PushError::Closed(msg) => Self::Closed(unshare(msg)),
+            PushError::Full(msg) => Self::Full(msg.into_message()),
+            PushError::Closed(msg) => Self::Closed(msg.into_message()),
         }
     }
 }
@@ -735,13 +736,17 @@ impl Receiver {
     /// at once after a slow-consumer close (see [what a transport can rely
     /// on](Self#what-a-transport-can-rely-on)). Cancel safe.
     pub async fn recv(&mut self) -> Option<SocketMessage> {
-        poll_fn(|cx| self.shared.poll_recv(cx)).await.map(unshare)
+        poll_fn(|cx| self.shared.poll_recv(cx))
+            .await
+            .map(SharedMessage::into_message)
     }
 
     /// Polls for the next message; `Ready(None)` once the queue is closed and drained (at
     /// once after a slow-consumer close).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<SocketMessage>> {
-        self.shared.poll_recv(cx).map(|msg| msg.map(unshare))
+        self.shared
+            .poll_recv(cx)
+            .map(|msg| msg.map(SharedMessage::into_message))
     }
 
     /// [`poll_recv`](Self::poll_recv), handing out the queued handle itself: a transport
@@ -759,7 +764,7 @@ impl Receiver {
     /// [`TryRecvError::Empty`] if nothing is queued now, [`TryRecvError::Closed`] if the queue
     /// is closed and drained, or closed as a slow consumer.
     pub fn try_recv(&mut self) -> Result<SocketMessage, TryRecvError> {
-        self.try_recv_shared().map(unshare)
+        self.try_recv_shared().map(SharedMessage::into_message)
     }
 
     /// [`try_recv`](Self::try_recv), handing out the queued handle itself (see
@@ -824,7 +829,7 @@ impl Receiver {
         }
         let mut n = 0;
         self.shared.pop_while(|msg| {
-            buf.push(unshare(msg));
+            buf.push(msg.into_message());
             n += 1;
             n < limit
         })

@@ -42,7 +42,7 @@ use crate::disconnect::DisconnectReason;
 use crate::entry::SocketEntry;
 use crate::error::StreamError;
 use crate::hub::StreamHub;
-use crate::message::{SharedMessage, SocketMessage};
+use crate::message::SocketMessage;
 use crate::queue::{CloseReason, Receiver, channel};
 use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
@@ -51,6 +51,7 @@ use crate::server::heartbeat::{Beat, Pulse};
 use crate::server::outbox::{BATCH_BYTES, Outbox};
 use crate::server::rate_limit::{InboundGate, Verdict};
 use crate::server::service::{ConnectionGuard, ServiceShared};
+use crate::shared_message::SharedMessage;
 use crate::socket::WebSocket;
 
 /// Close code sent to a slow consumer (policy violation).

@@ -5,7 +5,7 @@
 #[cfg_attr(not(feature = "server"), allow(unused_imports))]
 pub(crate) use loom::sync::{
     Arc, Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
 };
 
 /// A write-once cell (the hub's cluster link: set once, then only read). loom has no
