@@ -21,9 +21,9 @@
 //! once messages went through, that segment: 72 B (`tests/queue_memory.rs`, counting
 //! allocator).
 //!
-//! A slot holds a thin handle (`SharedMessage`, an `Arc<SocketMessage>`: one pointer), not
-//! the 40-byte message: a broadcast wraps its message once and pushes a clone of the handle
-//! to each recipient, a reference-count bump as the `Bytes` clone it replaces. A segment is
+//! A slot holds a thin handle (`SharedMessage`, a counted pointer to the message:
+//! `src/shared_message.rs`), not the 40-byte message: a broadcast wraps its message once and
+//! pushes a handle to each recipient, taking all their references with one `fetch_add`. A segment is
 //! 7 handles + its `next` pointer + 7 one-byte ready flags = 72 B (one 80-byte malloc chunk).
 //! [`Sender::try_send`] wraps its message (one small allocation per direct send), and the
 //! public receive methods hand the message back out of its handle (moved if it was the last,
