@@ -34,6 +34,31 @@ fn send_all(tx: Sender, msgs: &[&'static str]) -> Vec<&'static str> {
     ok
 }
 
+/// Two producers on `tx_a`'s queue: one sends "a1" then "a2", the other "b1"; each hands its
+/// `Sender` back, so that no close can stand in for a wake-up.
+fn spawn_a1_a2_and_b1(tx_a: Sender) -> (thread::JoinHandle<Sender>, thread::JoinHandle<Sender>) {
+    let tx_b = tx_a.clone();
+    let pa = thread::spawn(move || {
+        tx_a.try_send(msg("a1")).unwrap();
+        tx_a.try_send(msg("a2")).unwrap();
+        tx_a
+    });
+    let pb = thread::spawn(move || {
+        tx_b.try_send(msg("b1")).unwrap();
+        tx_b
+    });
+    (pa, pb)
+}
+
+/// What [`spawn_a1_a2_and_b1`]'s consumer must have: the three messages, each once, in
+/// order per producer.
+fn assert_a1_a2_and_b1(got: &[SocketMessage]) {
+    let got = texts(got);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(fifo_per_producer(&got, &["a1", "a2"]), "{got:?}");
+    assert!(fifo_per_producer(&got, &["b1"]), "{got:?}");
+}
+
 /// (g) Two producers and a consumer that parks whenever the queue is empty: every message
 /// arrives exactly once, in order per producer. The producers keep their `Sender`s (they hand
 /// them back) so no close can stand in for a missed wake-up on push: a consumer that is not
@@ -42,23 +67,12 @@ fn send_all(tx: Sender, msgs: &[&'static str]) -> Vec<&'static str> {
 fn g_two_producers_one_parking_consumer() {
     model(|| {
         let (tx_a, mut rx) = bounded(8, OverflowPolicy::Disconnect);
-        let tx_b = tx_a.clone();
-        let pa = thread::spawn(move || {
-            tx_a.try_send(msg("a1")).unwrap();
-            tx_a.try_send(msg("a2")).unwrap();
-            tx_a
-        });
-        let pb = thread::spawn(move || {
-            tx_b.try_send(msg("b1")).unwrap();
-            tx_b
-        });
+        let (pa, pb) = spawn_a1_a2_and_b1(tx_a);
         let mut got = Vec::new();
         for _ in 0..3 {
             got.push(block_on(rx.recv()).expect("the queue is open"));
         }
-        let got = texts(&got);
-        assert!(fifo_per_producer(&got, &["a1", "a2"]), "{got:?}");
-        assert!(fifo_per_producer(&got, &["b1"]), "{got:?}");
+        assert_a1_a2_and_b1(&got);
         let senders = (pa.join().unwrap(), pb.join().unwrap());
         assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
         drop(senders);
@@ -76,25 +90,13 @@ fn g_two_producers_one_parking_consumer() {
 fn g_batched_pops_then_park() {
     model(|| {
         let (tx_a, mut rx) = bounded(8, OverflowPolicy::Disconnect);
-        let tx_b = tx_a.clone();
-        let pa = thread::spawn(move || {
-            tx_a.try_send(msg("a1")).unwrap();
-            tx_a.try_send(msg("a2")).unwrap();
-            tx_a
-        });
-        let pb = thread::spawn(move || {
-            tx_b.try_send(msg("b1")).unwrap();
-            tx_b
-        });
+        let (pa, pb) = spawn_a1_a2_and_b1(tx_a);
         let mut got = Vec::new();
         while got.len() < 3 {
             got.push(block_on(rx.recv()).expect("the queue is open"));
             rx.try_recv_many(&mut got, 8);
         }
-        let got = texts(&got);
-        assert_eq!(got.len(), 3, "{got:?}");
-        assert!(fifo_per_producer(&got, &["a1", "a2"]), "{got:?}");
-        assert!(fifo_per_producer(&got, &["b1"]), "{got:?}");
+        assert_a1_a2_and_b1(&got);
         let senders = (pa.join().unwrap(), pb.join().unwrap());
         assert_eq!((rx.len(), rx.queued_bytes()), (0, 0));
         drop(senders);
