@@ -549,7 +549,8 @@ impl Shared {
         {
             return false;
         }
-        while self.pop().is_some() {}
+        // The whole backlog's room comes back with one read-modify-write.
+        self.pop_while(|_| true);
         true
     }
 

@@ -48,7 +48,7 @@ use crate::server::auth::Admission;
 use crate::server::config::ServerConfig;
 use crate::server::frame::{self, FrameReader, Incoming, OP_PING, OP_PONG, ReadError};
 use crate::server::heartbeat::{Beat, Pulse};
-use crate::server::outbox::{BATCH_BYTES, Outbox};
+use crate::server::outbox::{BATCH_BYTES, Batch, Outbox};
 use crate::server::rate_limit::{InboundGate, Verdict};
 use crate::server::service::{ConnectionGuard, ServiceShared};
 use crate::shared_message::SharedMessage;
@@ -430,15 +430,17 @@ fn take_batch(outbox: &mut Outbox, first: SharedMessage, rx: &mut Receiver, conf
     let mut batch = outbox.batch(config.coalesce_below);
     batch.push(&first);
     drop(first);
-    if config.write_batch <= 1 || batch.bytes >= BATCH_BYTES {
+    let wants_more =
+        |batch: &Batch<'_>, n: usize| n < config.write_batch && batch.bytes < BATCH_BYTES;
+    let mut n = 1;
+    if !wants_more(&batch, n) {
         return;
     }
     // One release of the queue's room for the whole batch (measured: see the queue's docs).
-    let mut n = 1;
     rx.try_recv_shared_while(|msg| {
         batch.push(&msg);
         n += 1;
-        n < config.write_batch && batch.bytes < BATCH_BYTES
+        wants_more(&batch, n)
     });
 }
 
