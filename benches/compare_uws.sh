@@ -9,6 +9,10 @@
 #   benches/compare_uws.sh                       # everything, 3 pairs
 #   PAIRS=1 SCENARIOS="sat1000 rooms200" benches/compare_uws.sh
 #   SCENARIOS=churn CHURN=100000 benches/compare_uws.sh   # nucleus only: RSS after churn
+#   AGAINST=/path/to/an/older/chat PAIRS=8 SCENARIOS=sat1000 benches/compare_uws.sh
+#                                                # A/B of two builds of the chat example: the
+#                                                # "uws" column runs AGAINST (a copy of an older
+#                                                # target/release/examples/chat) instead
 #
 # Scenarios: sat1000 (1 room x 1,000 subscribers, saturating: server CPU per delivery),
 # rooms200 (200 rooms x 11, 200 publishers, saturating), idle100 (10,000 idle joined
@@ -38,7 +42,11 @@ RESULTS="$OUT/results.tsv"
 : >"$RESULTS"
 
 command -v taskset >/dev/null || { echo "compare_uws: FAILED: taskset missing (util-linux)" >&2; exit 1; }
-if [ "$SCENARIOS" != churn ]; then
+AGAINST=${AGAINST:-}
+if [ -n "$AGAINST" ]; then
+  [ -x "$AGAINST" ] || { echo "compare_uws: FAILED: AGAINST=$AGAINST is not an executable" >&2; exit 1; }
+  echo "compare_uws: the \"uws\" column below is $AGAINST (a chat example build), not uWebSockets.js"
+elif [ "$SCENARIOS" != churn ]; then
   command -v node >/dev/null || { echo "compare_uws: FAILED: node is not installed (apt-get install nodejs npm)" >&2; exit 1; }
   if [ ! -f "$UWS_DIR/node_modules/uwebsockets/package.json" ]; then
     echo "compare_uws: installing uwebsockets@3.0.6 into $UWS_DIR"
@@ -68,6 +76,8 @@ start_server() { # kind -> sets SERVER_PID, URL
   : >"$log"
   if [ "$kind" = nucleus ]; then
     RUST_LOG=error taskset -c "$SERVER_CPU" target/release/examples/chat 127.0.0.1:0 $NUCLEUS_CHAT_ARGS >"$log" 2>&1 &
+  elif [ -n "$AGAINST" ]; then
+    RUST_LOG=error taskset -c "$SERVER_CPU" "$AGAINST" 127.0.0.1:0 $NUCLEUS_CHAT_ARGS >"$log" 2>&1 &
   else
     NODE_PATH="$UWS_DIR/node_modules" taskset -c "$SERVER_CPU" node benches/uws_chat.js 0 >"$log" 2>&1 &
   fi
