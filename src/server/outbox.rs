@@ -215,7 +215,14 @@ impl Outbox {
                 slices[n] = IoSlice::new(data);
                 n += 1;
             }
-            let wrote = ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]))?;
+            // One slice (the usual batch of small frames, all in one staging chunk) goes out
+            // with a plain write: on a `TcpStream` that is `send`, which skips the VFS layer
+            // `writev` goes through.
+            let wrote = if n == 1 {
+                ready!(Pin::new(&mut *stream).poll_write(cx, &slices[0]))?
+            } else {
+                ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..n]))?
+            };
             if wrote == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
