@@ -11,6 +11,12 @@
 //! [`SharedMessage::shares`], which takes a whole room's references with one `fetch_add`
 //! and gives back the ones a broadcast did not use with one `fetch_sub`.
 //!
+//! The writer drops each delivered handle with one decrement (a `lock decq`, 2.7% of the
+//! server's samples in one room of 1,000 by round 2 session 9). Deferring those drops into a
+//! per-thread table of 16 slots, one decrement per message and thread, was built and measured
+//! in session 10: 0.99× in one room of 1,000, 1.04× in 200 rooms × 11 (8 interleaved pairs
+//! each): the table's lookups cost what the decrement did, so it was not kept.
+//!
 //! The counting follows `std::sync::Arc`: a new reference is a `Relaxed` increment (the
 //! caller already holds one, so the message cannot go away meanwhile), a dropped one a
 //! `Release` decrement, and the thread that drops the last one fences (`Acquire`) before it

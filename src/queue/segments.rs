@@ -57,7 +57,11 @@
 //! (`malloc_consolidate` was 2.2% of that benchmark's samples), and measured slower: CPU per
 //! delivery in one room of 1,000 670 vs 628 ns and 675 vs 644 ns (medians of 3 interleaved
 //! pairs each, either order; chat example, `loadgen --subscribers 1000 --duration 5`).
-//! glibc's own per-thread cache and fast bins are already the short path.
+//! glibc's own per-thread cache and fast bins are already the short path. Built again in round
+//! 2 session 10 on a much faster wire path (one room of 1,000 at ~300 ns per delivery, where
+//! glibc's allocator was 6.5% of the samples): 1.05× in one room of 1,000 and 0.95× in 200
+//! rooms × 11 (8 interleaved pairs each, `AGAINST=<the build before> benches/compare_uws.sh`):
+//! noise, not kept.
 //!
 //! # Measured
 //!
