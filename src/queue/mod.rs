@@ -311,6 +311,11 @@ pub fn channel(config: QueueConfig) -> (Sender, Receiver) {
     )
 }
 
+/// The fields are in the order a push reads them (`repr(C)`): the storage's tail, the state
+/// word and the bounds first, in the header's first 46 bytes, so that a push touches one cache
+/// line or two, both prefetched by a broadcast ([`Shared::PUSH_LINES`]); the waker (written
+/// by a push only when the queue was empty) and the rarely written counters after them.
+#[repr(C)]
 pub(crate) struct Shared {
     items: Items,
     /// Packed: bits 0..40 queued payload bytes, bits 40..63 queued messages, bit 63 CLOSED.
@@ -318,6 +323,11 @@ pub(crate) struct Shared {
     /// in flight; a producer adds before pushing, the consumer subtracts after popping, so the
     /// counts never underflow and never exceed the bounds. CLOSED is never cleared.
     state: AtomicU64,
+    max_bytes: u64,
+    /// `u32`, so that it shares a word with `policy` and `reason`: the header is 88 bytes,
+    /// a 112-byte malloc chunk with its `Arc` counts (a 128-byte one at 96).
+    max_messages: u32,
+    policy: OverflowPolicy,
     /// The first close reason (`CloseReason::encode`), 0 while open. Written once, before the
     /// CLOSED bit is set, so whoever observes CLOSED observes a reason.
     reason: AtomicU8,
@@ -326,24 +336,19 @@ pub(crate) struct Shared {
     senders: AtomicUsize,
     /// Messages dropped by the overflow policy (statistics only, never used for control).
     dropped: AtomicU64,
-    /// `u32`, so that it shares a word with `reason` and `policy`: the header is 88 bytes,
-    /// a 112-byte malloc chunk with its `Arc` counts (a 128-byte one at 96).
-    max_messages: u32,
-    max_bytes: u64,
-    policy: OverflowPolicy,
 }
 
 impl Shared {
-    /// Byte offsets of the words a push writes: the storage's tail and the state word (with
-    /// the waker next to it); in a header this small they may share a cache line. For
-    /// prefetching only: a wrong offset wastes a hint, nothing else.
+    /// Byte offsets of the first and the last byte a push reads or writes in the header (the
+    /// storage's tail, then the state word and the bounds, up to `reason`): at most two cache
+    /// lines. For prefetching only: a wrong offset wastes a hint, nothing else.
     #[cfg(not(nucleus_loom))]
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) const PUSH_LINES: [usize; 2] = [
         std::mem::offset_of!(Shared, items)
             + std::mem::offset_of!(Items, queue)
             + segments::Segments::<SharedMessage>::TAIL_OFFSET,
-        std::mem::offset_of!(Shared, state),
+        std::mem::offset_of!(Shared, reason),
     ];
 
     /// Pushes without ever blocking. On `Err` the message is given back with the reason.
