@@ -341,6 +341,11 @@ pub(crate) struct Shared {
     dropped: AtomicU64,
 }
 
+// What the layout promises: everything a push reads in the header lies within 64 bytes, so
+// in at most two cache lines, the two `PUSH_LINES` prefetches.
+#[cfg(not(nucleus_loom))]
+const _: () = assert!(Shared::PUSH_LINES[1] - Shared::PUSH_LINES[0] < 64);
+
 impl Shared {
     /// Byte offsets of the first and the last byte a push reads or writes in the header (the
     /// storage's tail, then the state word and the bounds, up to `reason`): at most two cache

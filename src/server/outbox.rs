@@ -5,9 +5,9 @@
 //! headers and the payloads of small messages are copied into one staging buffer (at most
 //! [`STAGING_MAX`] bytes per chunk, sized to what is queued), while every payload of at least
 //! `coalesce_below` bytes goes out as its own chunk — the very `Bytes` the broadcast shared
-//! between its recipients, never copied. One `writev` writes the whole list (one `write`, on
-//! a `TcpStream` `send`, when the list is a single chunk: it skips `writev`'s VFS layers); a partial write
-//! resumes at the byte where it stopped. When everything is written the chunk list and the
+//! between its recipients, never copied. One `writev` writes the whole list, or one `write`
+//! (`send` on a `TcpStream`, which skips `writev`'s VFS layers) when the list is one chunk; a
+//! partial write resumes at the byte where it stopped. When everything is written the chunk list and the
 //! staging buffer are gone: an idle connection holds no write buffer at all.
 //!
 //! The staging space and the chunk list come from the worker thread, not the connection
