@@ -90,6 +90,18 @@ async fn until(rx: &mut Receiver, text: &str) -> Vec<(String, StreamPosition)> {
     }
 }
 
+/// Receives until every one of `texts` has arrived; returns everything up to the last of them.
+async fn until_all(rx: &mut Receiver, texts: &[&str]) -> Vec<(String, StreamPosition)> {
+    let mut out = Vec::new();
+    let mut left: Vec<&str> = texts.to_vec();
+    while !left.is_empty() {
+        let frame = parse(&recv_text(rx).await);
+        left.retain(|t| *t != frame.0);
+        out.push(frame);
+    }
+    out
+}
+
 fn assert_consecutive(frames: &[(String, StreamPosition)], after: StreamPosition, who: &str) {
     for (i, (text, pos)) in frames.iter().enumerate() {
         assert_eq!(pos.epoch, after.epoch, "{who}: epoch of {text}");
@@ -140,8 +152,11 @@ async fn history_recovers_on_another_node_exactly_once_in_order_with_a_concurren
         let node = if i % 2 == 0 { &a } else { &b };
         node.say(room, &format!("m{i}")).await;
     }
-    // Let the missed broadcasts reach Redis before the client comes back.
-    let mut watched = until(&mut watch_a, "m99").await;
+    // Let every missed broadcast reach Redis before the client comes back: each node's last
+    // one (a's m98, b's m99) back from Redis, as a node's publishes keep their order but
+    // the two nodes' publishes race each other (seeing only m99 once let the recovery read
+    // the store before a's last messages were in it, so fewer than 100 came from the store).
+    let mut watched = until_all(&mut watch_a, &["m98", "m99"]).await;
 
     // The client comes back on node b, which has no member in the room.
     let (client2, mut rx2) = b.socket().await;
