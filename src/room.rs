@@ -148,21 +148,15 @@ impl Members {
 /// How many members ahead a broadcast prefetches queue headers.
 const PREFETCH_AHEAD: usize = 16;
 
-/// Hints the CPU to fetch the cache lines a push touches in this queue. Only a hint: it reads
-/// nothing and cannot fault, so it is sound for any address.
+/// Hints the CPU to fetch the cache lines a push touches in this queue (see
+/// [`crate::sync::prefetch`]: a hint only, sound for any address).
 #[inline(always)]
 fn prefetch_queue(queue: *const Shared) {
-    #[cfg(all(target_arch = "x86_64", not(nucleus_loom)))]
+    #[cfg(not(nucleus_loom))]
     for offset in Shared::PUSH_LINES {
-        // SAFETY: `_mm_prefetch` is a hint that never dereferences in the language's sense;
-        // `wrapping_add` keeps the address computation defined.
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                queue.cast::<i8>().wrapping_add(offset),
-            );
-        }
+        crate::sync::prefetch(queue, offset);
     }
-    #[cfg(not(all(target_arch = "x86_64", not(nucleus_loom))))]
+    #[cfg(nucleus_loom)]
     let _ = queue;
 }
 

@@ -323,6 +323,10 @@ impl<T> Segments<T> {
         // SAFETY: the slot was written (flag set, value published to us) and is read once:
         // `head` moves past it below, and only the popper reads slots.
         let value = unsafe { (*seg).slots[offset].with_mut(|slot| (*slot).assume_init_read()) };
+        if offset == 0 {
+            // SAFETY: as above, `seg` is live.
+            unsafe { Self::prefetch_next(seg) };
+        }
         let after = offset + 1;
         if after < SLOTS {
             // ORDERING: `head` is the popper's own; a later popper is ordered after us by the
@@ -337,6 +341,34 @@ impl<T> Segments<T> {
             }
         }
         Some(value)
+    }
+
+    /// On a segment's first pop: asks the CPU for the next segment's two cache lines, so that
+    /// a writer taking a burst finds each segment after the first already in cache instead
+    /// of missing on each in turn. `next` is in the line the first slot's read just brought
+    /// in. Measured (round 2 session 11, chat example, one room of 1,000 saturating): the
+    /// load of the `ready` flag was 82% of `pop`'s own samples and `pop` 3.2% of the
+    /// server's, 1.0% with the hint; CPU per delivery 0.96× in one room of 1,000 and 0.98×
+    /// in 200 rooms × 11 (16 interleaved pairs each, `AGAINST=<the build before>
+    /// benches/compare_uws.sh`; part of the wait moves to the writer's staging copy).
+    ///
+    /// # Safety
+    ///
+    /// Popper only; `seg` is live.
+    #[inline(always)]
+    unsafe fn prefetch_next(seg: *mut Segment<T>) {
+        #[cfg(not(nucleus_loom))]
+        {
+            // SAFETY: forwarded from our caller.
+            // ORDERING: a hint: a null or not-yet-linked `next` only skips it.
+            let next = unsafe { (*seg).next.load(Ordering::Relaxed) };
+            if !next.is_null() {
+                crate::sync::prefetch(next, 0);
+                crate::sync::prefetch(next, 64);
+            }
+        }
+        #[cfg(nucleus_loom)]
+        let _ = seg;
     }
 
     /// Moves `head` from the fully read segment `seg` to its successor and frees `seg`;

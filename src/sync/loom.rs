@@ -22,6 +22,13 @@ pub(crate) fn spin_hint() {
     loom::thread::yield_now();
 }
 
+/// Cache-line prefetch hint: nothing to model. (Its callers compile their hints out of
+/// loom builds, where the queue is modeled without the layout they name.)
+#[allow(dead_code)]
+pub(crate) fn prefetch<T>(ptr: *const T, offset: usize) {
+    let _ = (ptr, offset);
+}
+
 /// loom's `UnsafeCell`, which checks every access.
 #[derive(Debug)]
 pub(crate) struct UnsafeCell<T>(loom::cell::UnsafeCell<T>);

@@ -18,6 +18,23 @@ pub(crate) fn spin_hint() {
     std::hint::spin_loop();
 }
 
+/// Asks the CPU to fetch the cache line holding the byte `offset` bytes past `ptr`. Only a
+/// hint: it reads nothing in the language's sense and cannot fault, so any address will do
+/// (a wrong one wastes the hint).
+#[inline(always)]
+pub(crate) fn prefetch<T>(ptr: *const T, offset: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` never dereferences in the language's sense; `wrapping_add`
+    // keeps the address computation defined for any pointer.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+            ptr.cast::<i8>().wrapping_add(offset),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (ptr, offset);
+}
+
 /// `core::cell::UnsafeCell` behind loom's closure-based access API.
 #[derive(Debug)]
 pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
