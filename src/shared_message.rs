@@ -19,6 +19,14 @@
 //! messages in flight) 0.99× over 16 pairs: `perf` showed the decrement gone and the memory
 //! traffic it had waited for showing up in the copies next to it. Not kept.
 //!
+//! Also measured in round 2 session 11 and not kept (one room of 1,000 / 200 rooms × 11,
+//! 8 interleaved pairs each): the count and the message in one cache line (`repr(C,
+//! align(64))`), 1.03× / 1.00×; and the writer prefetching the next queued handle's message
+//! while it copies the current one (a peek at the queue's next slot), 0.99× / 0.99×. In
+//! `perf annotate` the first load of each message's length and its `lock decq` are most of
+//! the writer's pop loop: the kernel's send between one writer and the next evicts the
+//! messages from L1, and hiding that miss moved the wait into the copy beside it.
+//!
 //! The counting follows `std::sync::Arc`: a new reference is a `Relaxed` increment (the
 //! caller already holds one, so the message cannot go away meanwhile), a dropped one a
 //! `Release` decrement, and the thread that drops the last one fences (`Acquire`) before it

@@ -18,6 +18,11 @@
 //! staging buffer, its shared header and the list); a chunk still waiting in a stalled
 //! connection's outbox keeps its block alive, and the thread starts a new one.
 //!
+//! Starting the thread's staging block over at its front once its chunks are all written
+//! (`BytesMut::try_reclaim` at each batch, so that every batch copies into the same cached
+//! bytes) was measured in round 2 session 11 and not kept: CPU per delivery 1.01× in one room
+//! of 1,000 and 1.03× in 200 rooms × 11 (8 interleaved pairs each).
+//!
 //! Control frames (pong, ping, close) are inserted at the first frame boundary after the
 //! bytes being written, so they wait behind at most one staging chunk or one payload, never
 //! behind a backlog (which stays in the hub's queue until the outbox is empty).
