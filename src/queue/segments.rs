@@ -363,8 +363,10 @@ impl<T> Segments<T> {
             // ORDERING: a hint: a null or not-yet-linked `next` only skips it.
             let next = unsafe { (*seg).next.load(Ordering::Relaxed) };
             if !next.is_null() {
+                // Its first and its last byte: the lines a segment spans (72 bytes for the
+                // queue's handles, so two).
                 crate::sync::prefetch(next, 0);
-                crate::sync::prefetch(next, 64);
+                crate::sync::prefetch(next, std::mem::size_of::<Segment<T>>() - 1);
             }
         }
         #[cfg(nucleus_loom)]

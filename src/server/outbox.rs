@@ -7,8 +7,8 @@
 //! `coalesce_below` bytes goes out as its own chunk — the very `Bytes` the broadcast shared
 //! between its recipients, never copied. One `writev` writes the whole list, or one `write`
 //! (`send` on a `TcpStream`, which skips `writev`'s VFS layers) when the list is one chunk; a
-//! partial write resumes at the byte where it stopped. When everything is written the chunk list and the
-//! staging buffer are gone: an idle connection holds no write buffer at all.
+//! partial write resumes at the byte where it stopped. When everything is written the chunk
+//! list and the staging buffer are gone: an idle connection holds no write buffer at all.
 //!
 //! The staging space and the chunk list come from the worker thread, not the connection
 //! ([`Scratch`]): a batch carves its staging chunks out of the thread's staging block and

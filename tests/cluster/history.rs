@@ -79,15 +79,7 @@ impl HNode {
 
 /// Receives until `text` arrives; returns everything up to and including it.
 async fn until(rx: &mut Receiver, text: &str) -> Vec<(String, StreamPosition)> {
-    let mut out = Vec::new();
-    loop {
-        let frame = parse(&recv_text(rx).await);
-        let done = frame.0 == text;
-        out.push(frame);
-        if done {
-            return out;
-        }
-    }
+    until_all(rx, &[text]).await
 }
 
 /// Receives until every one of `texts` has arrived; returns everything up to the last of them.

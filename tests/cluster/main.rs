@@ -414,14 +414,23 @@ async fn a_redis_restart_fails_fast_then_the_cluster_heals() {
             .unwrap_or(false)
     })
     .await;
-    b.hub
-        .broadcast_to_room("r", SocketMessage::text("back"))
-        .await
-        .unwrap();
-    let mut got = recv_text(&mut a_rx).await;
-    while got != "back" {
-        got = recv_text(&mut a_rx).await;
-    }
+    // And the other way, retried the same way: a's subscription may go live after b's, and
+    // a single "back" sent before that would be lost on its way to a.
+    eventually("b reaches a", async || {
+        b.hub
+            .broadcast_to_room("r", SocketMessage::text("back"))
+            .await
+            .unwrap();
+        let _ = b_rx.recv().await;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), a_rx.recv()).await {
+                Ok(Some(m)) if m.as_text() == Some("back") => return true,
+                Ok(Some(_)) => continue,
+                _ => return false,
+            }
+        }
+    })
+    .await;
     assert!(a.cluster().stats().publisher_connects >= 2);
     assert!(b.cluster().stats().subscriber_connects >= 2);
     // The ten sent while Redis was down are known to b as lost (sequence gaps).
