@@ -104,6 +104,68 @@ fn g_batched_pops_then_park() {
     });
 }
 
+/// (g) A burst pushed with one reservation (`publish_many_to_room`: both messages counted
+/// by one read-modify-write, one wake-up after the last is stored) racing another thread's
+/// single push, while the consumer parks whenever its queue is empty: it is woken (a missed
+/// wake-up is a loom deadlock), gets the three messages once each, the burst in order, and
+/// all room comes back.
+#[test]
+fn g_burst_and_single_push_one_parking_consumer() {
+    model(|| {
+        let hub = hub();
+        let mut rx = registered(&hub, "t");
+        block_on(hub.join_room("t", "r")).unwrap();
+        let h = hub.clone();
+        let burst = thread::spawn(move || {
+            let published = h.publish_many_to_room("r", None, ["a1", "a2"], |t, _| msg(t));
+            block_on(published).unwrap().report
+        });
+        let h = hub.clone();
+        let single = thread::spawn(move || block_on(h.send_to("t", msg("b1"))));
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(block_on(rx.recv()).expect("the hub keeps the queue open"));
+        }
+        assert_a1_a2_and_b1(&got);
+        assert_eq!(burst.join().unwrap().queued, 2);
+        assert!(single.join().unwrap().is_ok());
+        assert_eq!((rx.len(), rx.queued_bytes()), (0, 0));
+    });
+}
+
+/// (g) A burst at the queue's bound (room for two, drop newest) racing a single push and a
+/// consumer's pop: the burst is reserved whole or falls back to one push per message, so
+/// whatever the interleaving, each report counts what was queued, the queue holds exactly
+/// the accepted messages (each once, in order per producer) and its room comes back.
+#[test]
+fn g_burst_at_the_bound_falls_back_message_by_message() {
+    model(|| {
+        let hub = hub();
+        let (tx, mut rx) = bounded(2, OverflowPolicy::DropNewest);
+        block_on(hub.register(WebSocket::new("t", tx))).unwrap();
+        block_on(hub.join_room("t", "r")).unwrap();
+        let h = hub.clone();
+        let burst = thread::spawn(move || {
+            let published = h.publish_many_to_room("r", None, ["a1", "a2"], |t, _| msg(t));
+            block_on(published).unwrap().report
+        });
+        let h = hub.clone();
+        let single = thread::spawn(move || block_on(h.send_to("t", msg("b1"))).is_ok());
+        let mut got = Vec::new();
+        if let Ok(m) = rx.try_recv() {
+            got.push(m);
+        }
+        let report = burst.join().unwrap();
+        let single = single.join().unwrap();
+        got.extend(drain(&mut rx));
+        assert_eq!(report.queued + report.dropped, 2, "{report:?}");
+        assert_eq!(got.len(), report.queued + usize::from(single));
+        let got = texts(&got);
+        assert!(fifo_per_producer(&got, &["a1", "a2"]), "{got:?}");
+        assert_eq!((rx.len(), rx.queued_bytes()), (0, 0));
+    });
+}
+
 /// (g) A consumer parks on an empty queue and a producer's push must wake it (the producer
 /// keeps its `Sender`, so no close can stand in for the wake); then it parks again and
 /// another thread's close must wake it to see the end.

@@ -716,6 +716,28 @@ impl StreamHub {
         (report, except.is_some())
     }
 
+    /// Local delivery of a burst to a room, recipient-major ([`Members::broadcast_burst`]);
+    /// also says whether the excluded socket is local.
+    ///
+    /// [`Members::broadcast_burst`]: crate::room::Members::broadcast_burst
+    pub(crate) fn deliver_room_burst(
+        &self,
+        room: &str,
+        msgs: &[SharedMessage],
+        except: Option<&str>,
+    ) -> (BroadcastReport, bool) {
+        // Held, as in `deliver_room`, so that its address cannot be reused meanwhile.
+        let except = except.and_then(|id| self.inner.sockets.get(id));
+        let except_ptr = except.as_ref().map_or(ptr::null(), Arc::as_ptr);
+        let (report, bytes) = self
+            .inner
+            .rooms
+            .with(room, |cell| cell.load().broadcast_burst(msgs, except_ptr))
+            .unwrap_or_default();
+        self.inner.counters.outbound_bytes(&report, bytes);
+        (report, except.is_some())
+    }
+
     /// Queues a message for every member of several rooms, each recipient once however many
     /// of the rooms it is in (Socket.IO's `to([a, b])`), optionally except one socket.
     ///

@@ -39,7 +39,7 @@ use smallvec::SmallVec;
 use crate::entry::SocketEntry;
 use crate::history::RoomLog;
 use crate::presence_events::{PresenceEvent, PresenceEvents, PresenceKey};
-use crate::queue::Shared;
+use crate::queue::{BurstSize, Shared};
 use crate::report::BroadcastReport;
 use crate::shared_message::SharedMessage;
 use crate::sync::{Arc, AtomicCell, AtomicPtr, HashState, Loaded, Mutex, Ordering, lock};
@@ -143,7 +143,64 @@ impl Members {
         }
         report
     }
+
+    /// Pushes a burst of messages, in order, to every member except `except`; never
+    /// blocks. Recipient-major: each member's queue takes the whole burst at once
+    /// ([`Shared::push_burst`]), so its header and tail segment are touched once per burst
+    /// instead of once per message. Every member gets the burst in order; what one message
+    /// of it would get with [`broadcast`](Self::broadcast) (queued, dropped, closed) is
+    /// what the report counts, message by message; with it come the bytes queued in all.
+    pub(crate) fn broadcast_burst(
+        &self,
+        msgs: &[SharedMessage],
+        except: *const SocketEntry,
+    ) -> (BroadcastReport, u64) {
+        let mut report = BroadcastReport::default();
+        let mut bytes = 0u64;
+        let burst = BurstSize::of(msgs);
+        let mut shares: SmallVec<[_; BURST_INLINE]> =
+            msgs.iter().map(|m| m.shares(self.len)).collect();
+        for chunk in self.chunks() {
+            for (i, m) in chunk.iter().enumerate() {
+                if let Some(ahead) = chunk.get(i + PREFETCH_AHEAD) {
+                    prefetch_queue(ahead.queue);
+                }
+                if ptr::eq(m.entry, except) {
+                    continue;
+                }
+                // SAFETY: `self` keeps the member's entry, and so its queue, alive.
+                let queue = unsafe { &*m.queue };
+                let handles = shares
+                    .iter_mut()
+                    .zip(msgs)
+                    .map(|(shares, msg)| shares.take().unwrap_or_else(|| msg.clone()));
+                match queue.push_burst(&burst, handles) {
+                    Ok(()) => {
+                        report.queued += msgs.len();
+                        bytes += burst.bytes();
+                    }
+                    // Not all of it fits (or the queue closed): one at a time, each under
+                    // the queue's overflow policy.
+                    Err(handles) => {
+                        for handle in handles {
+                            let len = handle.len() as u64;
+                            let outcome = queue.push(handle);
+                            if outcome.is_ok() {
+                                bytes += len;
+                            }
+                            report.record(outcome);
+                        }
+                    }
+                }
+            }
+        }
+        (report, bytes)
+    }
 }
+
+/// A burst's messages whose shares a broadcast keeps without allocating (a read of 32
+/// messages is the load generator's window; a longer burst spills to the heap).
+pub(crate) const BURST_INLINE: usize = 32;
 
 /// How many members ahead a broadcast prefetches queue headers.
 const PREFETCH_AHEAD: usize = 16;

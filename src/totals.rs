@@ -81,15 +81,20 @@ impl Counters {
         }
     }
 
+    /// Counts a delivery of one message of `len` bytes.
     pub(crate) fn outbound(&self, report: &BroadcastReport, len: usize) {
+        self.outbound_bytes(report, (report.queued * len) as u64);
+    }
+
+    /// Counts deliveries that queued `bytes` in all (a burst's messages differ in size).
+    pub(crate) fn outbound_bytes(&self, report: &BroadcastReport, bytes: u64) {
         // ORDERING: statistics; no data depends on them.
         if report.queued > 0 {
             let out = &self.outbound;
             out.messages
                 .fetch_add(report.queued as u64, Ordering::Relaxed);
             // ORDERING: as above.
-            out.bytes
-                .fetch_add((report.queued * len) as u64, Ordering::Relaxed);
+            out.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         if report.dropped > 0 {
             // ORDERING: as above.

@@ -3,6 +3,8 @@
 
 use std::sync::Arc as StrArc;
 
+use smallvec::SmallVec;
+
 use super::StreamHub;
 use crate::cluster_link::{ClusterLink, Except};
 use crate::entry::SocketEntry;
@@ -10,7 +12,7 @@ use crate::error::StreamError;
 use crate::history::{Recovery, RoomLog, StreamPosition};
 use crate::message::SocketMessage;
 use crate::report::BroadcastReport;
-use crate::room::RoomCell;
+use crate::room::{BURST_INLINE, RoomCell};
 use crate::shared_message::SharedMessage;
 use crate::sync::Arc;
 
@@ -91,6 +93,85 @@ impl StreamHub {
                 })
             }
         }
+    }
+
+    /// Publishes a burst to a room: for each item in order, the message `build` makes from
+    /// it and its position, as [`publish_to_room`](Self::publish_to_room) would one call per
+    /// item. Returns the last message's position and the deliveries of the whole burst
+    /// (a report counts each message's recipients, so 3 messages to 10 members queue 30).
+    ///
+    /// In a room without history the burst is delivered recipient-major: each member's
+    /// queue takes all of it at once (one reservation, one wake-up), where one call per
+    /// message touches every member's queue once per message. That is what a connection
+    /// gets from a read of several messages
+    /// ([`StreamHandler::on_messages`](crate::StreamHandler::on_messages)); measured in
+    /// `BENCHMARKS.md` (run 25). A member whose queue cannot take the whole burst gets it
+    /// message by message under its [`OverflowPolicy`](crate::OverflowPolicy), so it may
+    /// keep a prefix, as it would with one call per message. In a room with history each
+    /// message is published in turn (each is logged with its own position, as by
+    /// `publish_to_room`).
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::EmptyRoomName`] / [`StreamError::RoomNameTooLong`] for a bad name;
+    /// nothing is built or sent then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use nucleus_stream::{channel, QueueConfig, SocketMessage, StreamHub, WebSocket};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let hub = StreamHub::new();
+    /// let (tx, mut rx) = channel(QueueConfig::default());
+    /// hub.register(WebSocket::new("a", tx)).await?;
+    /// hub.join_room("a", "news").await?;
+    /// let published = hub
+    ///     .publish_many_to_room("news", None, ["one", "two"], |text, _| SocketMessage::text(text))
+    ///     .await?;
+    /// assert_eq!(published.report.queued, 2);
+    /// assert_eq!(rx.recv().await, Some(SocketMessage::text("one")));
+    /// assert_eq!(rx.recv().await, Some(SocketMessage::text("two")));
+    /// # Ok::<(), nucleus_stream::StreamError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn publish_many_to_room<T>(
+        &self,
+        room: &str,
+        except: Option<&str>,
+        items: impl IntoIterator<Item = T>,
+        mut build: impl FnMut(T, StreamPosition) -> SocketMessage,
+    ) -> Result<Published, StreamError> {
+        self.check_room_name(room)?;
+        if let Some((log, cell)) = self.logged_room(room) {
+            let mut published = Published::default();
+            for item in items {
+                let (position, report) =
+                    self.publish_built(&log, cell.as_ref(), room, except, false, |pos| {
+                        build(item, pos)
+                    });
+                published.position = position;
+                published.report.add(report);
+            }
+            return Ok(published);
+        }
+        let msgs: SmallVec<[SharedMessage; BURST_INLINE]> = items
+            .into_iter()
+            .map(|item| SharedMessage::new(build(item, StreamPosition::new(0, 0))))
+            .collect();
+        if msgs.is_empty() {
+            return Ok(Published::default());
+        }
+        let (report, except_local) = self.deliver_room_burst(room, &msgs, except);
+        if let Some(link) = self.link() {
+            let except = except.map(|id| Except::new(id, except_local));
+            for msg in &msgs {
+                link.room_broadcast(room, msg, except);
+            }
+        }
+        Ok(Published {
+            position: None,
+            report,
+        })
     }
 
     /// Appends to `log` and delivers (or leaves delivery to the room's current deliverer),

@@ -311,6 +311,29 @@ pub fn channel(config: QueueConfig) -> (Sender, Receiver) {
     )
 }
 
+/// The size of a burst for [`Shared::push_burst`]: computed once per burst, used for every
+/// recipient's queue.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BurstSize {
+    messages: u64,
+    bytes: u64,
+}
+
+impl BurstSize {
+    /// The burst of these messages.
+    pub(crate) fn of(msgs: &[SharedMessage]) -> Self {
+        Self {
+            messages: msgs.len() as u64,
+            bytes: msgs.iter().map(|m| m.len() as u64).sum(),
+        }
+    }
+
+    /// The burst's payload bytes.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 /// The fields are in the order a push reads them (`repr(C)`): the storage's tail, the state
 /// word and the bounds first, in the header's first 46 bytes, so that a push touches one cache
 /// line or two, both prefetched by a broadcast ([`Shared::PUSH_LINES`]); the waker (written
@@ -448,6 +471,55 @@ impl Shared {
         } else {
             Queued::DroppedOldest(dropped_oldest)
         })
+    }
+
+    /// Pushes a burst of messages, in order, with one reservation of their room (one
+    /// read-modify-write of the state word instead of one per message) and at most one
+    /// wake-up, if the whole burst fits: `Ok` then, every handle queued. Otherwise (the
+    /// queue is closed, or the burst does not fit in its bounds) nothing is queued and the
+    /// handles come back untouched, for [`push`](Self::push) one at a time, which applies
+    /// the overflow policy message by message.
+    ///
+    /// The reservation is the one `push` makes for one message, made for `burst.messages`
+    /// at once: until the last handle is stored the consumer may see the count ahead of the
+    /// items, as it may while single pushes are in flight, and the producer that found the
+    /// queue empty wakes it once its last item is in.
+    pub(crate) fn push_burst<I>(&self, burst: &BurstSize, handles: I) -> Result<(), I>
+    where
+        I: Iterator<Item = SharedMessage>,
+    {
+        // ORDERING: a stale first read only costs a failed compare-exchange.
+        let mut current = self.state.load(Ordering::Relaxed);
+        let was_empty = loop {
+            let messages = (current & MESSAGES_MASK) >> BYTES_BITS;
+            let bytes = current & BYTES_MASK;
+            if current & CLOSED != 0
+                || messages + burst.messages > u64::from(self.max_messages)
+                || bytes + burst.bytes > self.max_bytes
+            {
+                return Err(handles);
+            }
+            // Within the bounds just checked, so no field overflows into the next.
+            let add = burst.messages * ONE_MESSAGE + burst.bytes;
+            // ORDERING: as push's reservation: AcqRel orders it with the consumer's release
+            // and with close(); Acquire on failure so the retry sees the winner's state.
+            match self.state.compare_exchange_weak(
+                current,
+                current + add,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(previous) => break previous & MESSAGES_MASK == 0,
+                Err(actual) => current = actual,
+            }
+        };
+        for msg in handles {
+            self.items.push(msg);
+        }
+        if was_empty {
+            self.waker.wake();
+        }
+        Ok(())
     }
 
     /// Gives back the room of one popped message.

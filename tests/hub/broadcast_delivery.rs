@@ -202,3 +202,151 @@ fn a_socket_in_two_rooms_gets_each_rooms_broadcast_once() {
         assert_eq!(drain_texts(&mut rx), ["to a", "to b"]);
     });
 }
+
+/// A hub with a room "r" of: "full" (default queue), "sender" (excluded), "small" (room for
+/// two messages, dropping the newest) and "gone" (its receiver closed). Returns the receivers
+/// of "full" and "small" and the closed one (kept, so that its queue stays closed rather
+/// than dropped).
+async fn mixed_room(hub: &StreamHub) -> [nucleus_stream::Receiver; 3] {
+    let (full, full_rx) = socket("full");
+    let (sender, _) = socket("sender");
+    let small_config = QueueConfig::default()
+        .max_messages(2)
+        .policy(OverflowPolicy::DropNewest);
+    let (small_tx, small_rx) = channel(small_config);
+    let (gone_tx, gone_rx) = channel(QueueConfig::default());
+    gone_rx.close();
+    for s in [
+        full,
+        sender,
+        WebSocket::new("small", small_tx),
+        WebSocket::new("gone", gone_tx),
+    ] {
+        let id = s.id.to_string();
+        hub.register(s).await.unwrap();
+        hub.join_room(&id, "r").await.unwrap();
+    }
+    [full_rx, small_rx, gone_rx]
+}
+
+/// A burst published at once reaches each member in order, a member whose queue cannot take
+/// all of it keeps what its policy keeps, and the report and the hub's totals are exactly
+/// those of one call per message.
+#[test]
+fn a_burst_is_delivered_and_reported_as_one_call_per_message_would() {
+    block_on(async {
+        let texts = ["one", "two", "three"];
+        let burst_hub = StreamHub::new();
+        let [mut full, mut small, _gone] = mixed_room(&burst_hub).await;
+        let published = burst_hub
+            .publish_many_to_room("r", Some("sender"), texts, |text, _| {
+                SocketMessage::text(text)
+            })
+            .await
+            .unwrap();
+        assert_eq!(published.position, None, "the room keeps no history");
+        let report = published.report;
+        assert_eq!((report.queued, report.dropped, report.closed), (5, 1, 3));
+        assert_eq!(drain_texts(&mut full), texts);
+        assert_eq!(drain_texts(&mut small), ["one", "two"]);
+
+        let single_hub = StreamHub::new();
+        let [mut full, mut small, _gone] = mixed_room(&single_hub).await;
+        let mut summed = nucleus_stream::BroadcastReport::default();
+        for text in texts {
+            let r = single_hub
+                .broadcast_to_room_except("r", SocketMessage::text(text), "sender")
+                .await
+                .unwrap();
+            summed.add(r);
+        }
+        assert_eq!(summed, report);
+        assert_eq!(drain_texts(&mut full), texts);
+        assert_eq!(drain_texts(&mut small), ["one", "two"]);
+        let (a, b) = (burst_hub.totals(), single_hub.totals());
+        assert_eq!(
+            (a.messages_out, a.bytes_out, a.dropped),
+            (b.messages_out, b.bytes_out, b.dropped)
+        );
+        assert_eq!((a.messages_out, a.bytes_out), (5, 3 + 3 + 5 + 3 + 3));
+    });
+}
+
+/// A queue that holds part of the burst already takes the rest one at a time: room for the
+/// first, not the second (drop newest keeps the prefix, drop oldest the newest).
+#[test]
+fn a_burst_that_does_not_fit_falls_back_to_the_queue_policy_message_by_message() {
+    block_on(async {
+        for (policy, kept) in [
+            (OverflowPolicy::DropNewest, ["old", "one"]),
+            (OverflowPolicy::DropOldest, ["one", "two"]),
+        ] {
+            let hub = StreamHub::new();
+            let config = QueueConfig::default().max_messages(2).policy(policy);
+            let (tx, mut rx) = channel(config);
+            hub.register(WebSocket::new("s", tx)).await.unwrap();
+            hub.join_room("s", "r").await.unwrap();
+            hub.broadcast_to_room("r", SocketMessage::text("old"))
+                .await
+                .unwrap();
+            let report = hub
+                .publish_many_to_room("r", None, ["one", "two"], |t, _| SocketMessage::text(t))
+                .await
+                .unwrap()
+                .report;
+            assert_eq!(drain_texts(&mut rx), kept, "{policy:?}");
+            let queued = if policy == OverflowPolicy::DropNewest {
+                1
+            } else {
+                2
+            };
+            assert_eq!((report.queued, report.dropped), (queued, 1), "{policy:?}");
+        }
+        // Disconnect: the queue is closed by the burst that does not fit, and says why.
+        let hub = StreamHub::new();
+        let config = QueueConfig::default()
+            .max_messages(2)
+            .policy(OverflowPolicy::Disconnect);
+        let (tx, rx) = channel(config);
+        hub.register(WebSocket::new("s", tx)).await.unwrap();
+        hub.join_room("s", "r").await.unwrap();
+        let report = hub
+            .publish_many_to_room("r", None, ["a", "b", "c"], |t, _| SocketMessage::text(t))
+            .await
+            .unwrap()
+            .report;
+        assert_eq!((report.queued, report.closed), (2, 1));
+        assert_eq!(
+            rx.close_reason(),
+            Some(nucleus_stream::CloseReason::SlowConsumer)
+        );
+    });
+}
+
+/// An empty burst sends nothing; a bad room name is refused before anything is built.
+#[test]
+fn an_empty_burst_is_nothing_and_a_bad_name_builds_nothing() {
+    block_on(async {
+        let hub = StreamHub::new();
+        let mut rxs = register_many(&hub, "s", 1).await;
+        hub.join_room("s0", "r").await.unwrap();
+        let published = hub
+            .publish_many_to_room("r", None, Vec::<&str>::new(), |t, _| SocketMessage::text(t))
+            .await
+            .unwrap();
+        assert_eq!(published.report.total(), 0);
+        assert!(drain(&mut rxs[0]).is_empty());
+        let mut built = 0;
+        let refused = hub
+            .publish_many_to_room("", None, ["x"], |t, _| {
+                built += 1;
+                SocketMessage::text(t)
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(StreamError::EmptyRoomName)),
+            "{refused:?}"
+        );
+        assert_eq!(built, 0);
+    });
+}

@@ -215,3 +215,26 @@ fn the_stamp_writes_positions_into_plain_broadcasts_and_leaves_built_messages_al
         .collect();
     assert_eq!(replayed, ["plain@1", "built#2"]);
 }
+
+/// In a room with history a burst is published message by message: each gets the next
+/// offset, is built with it and logged, and a rejoin with `since` replays the burst's tail.
+#[test]
+fn a_burst_into_a_history_room_gets_consecutive_offsets_and_is_recoverable() {
+    let hub = hub(64);
+    let mut a = member(&hub, "a");
+    block_on(hub.join_room("a", "h:r")).unwrap();
+    let first = block_on(hub.publish_to_room("h:r", None, numbered)).unwrap();
+    let first = first.position.expect("a history room");
+    let published =
+        block_on(hub.publish_many_to_room("h:r", None, 0..3, |_, pos| numbered(pos))).unwrap();
+    let last = published.position.expect("a history room");
+    assert_eq!((last.epoch, last.offset), (first.epoch, first.offset + 3));
+    assert_eq!(published.report.queued, 3);
+    let base = first.offset;
+    assert_eq!(offsets(&mut a), [base, base + 1, base + 2, base + 3]);
+    let mut b = member(&hub, "b");
+    let since = StreamPosition::new(first.epoch, base + 1);
+    let r = block_on(hub.join_room_since("b", "h:r", Some(since))).unwrap();
+    assert!(r.recovered);
+    assert_eq!(offsets(&mut b), [base + 2, base + 3]);
+}
