@@ -7,8 +7,12 @@
 //! limit — and write it with one vectored write); the read side ([`FrameReader`]: read, then
 //! the next message or control frame); and the service's heartbeat beat
 //! ([`heartbeat`](crate::server::heartbeat): one sweep per service, no timer per
-//! connection). Messages reach `on_message` one at a time, in order, between polls; the loop
-//! is [`Run`], a hand-written future.
+//! connection). Messages reach the handler in order, between polls: the messages one read
+//! brought, up to the next control frame or fault, as one burst (`on_messages`; a lone
+//! message goes to `on_message`). What ends a burst is given back to the reader
+//! ([`FrameReader::give_back`]) and handled after it, as is the rate limit's close met
+//! within it (the gate keeps it): no connection field holds it. The loop is [`Run`], a
+//! hand-written future.
 //!
 //! **Read first.** What one read brought is handled before the write side runs: a publisher
 //! is usually a member of its own room, and writing between its messages sent each echo in
@@ -367,6 +371,10 @@ struct Run<'a, S> {
     handling: Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>,
 }
 
+/// Room for the messages of a burst, reserved when a read brings a second one (then more
+/// usually follow: the load generator's publishers keep 32 in flight).
+const BURST_CAPACITY: usize = 16;
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Future for Run<'_, S> {
     type Output = End;
 
@@ -382,6 +390,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Run<'_, S> {
                 match handling.as_mut().poll(cx) {
                     Poll::Ready(()) => this.handling = None,
                     Poll::Pending => return Poll::Pending,
+                }
+                // The rate limit's close, met while reading a burst, once the messages
+                // before it were handled.
+                if this.inbound.closing(config.inbound_rate.as_ref()) {
+                    return Poll::Ready(End::RateLimited);
                 }
                 if std::mem::take(&mut this.shutting_down) {
                     let deadline = (*shared.shutdown.borrow()).unwrap_or_else(Instant::now);
@@ -408,7 +421,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Run<'_, S> {
                         Verdict::Refuse => continue,
                         Verdict::Close => return Poll::Ready(End::RateLimited),
                     }
-                    this.handling = Some(shared.handler.on_message(hub, socket, msg));
+                    // The rest of what the read brought goes with it, as one burst, up to
+                    // anything else (a control frame, a fault), which is given back to the
+                    // reader for after the burst.
+                    let (mut first, mut burst) = (Some(msg), Vec::new());
+                    while let Some(read) = this.wire.reader.next_buffered(&shared.read_limits) {
+                        let next = match read {
+                            Ok(Incoming::Message(next)) => next,
+                            other => {
+                                this.wire.reader.give_back(other);
+                                break;
+                            }
+                        };
+                        this.pulse.activity();
+                        match this.inbound.check(limit, hub, socket, next.len()) {
+                            Verdict::Admit => {}
+                            Verdict::Refuse => continue,
+                            // The gate keeps the verdict: the connection ends after the burst.
+                            Verdict::Close => break,
+                        }
+                        if let Some(first) = first.take() {
+                            burst.reserve(BURST_CAPACITY);
+                            burst.push(first);
+                        }
+                        burst.push(next);
+                    }
+                    this.handling = Some(match first {
+                        Some(msg) => shared.handler.on_message(hub, socket, msg),
+                        None => shared.handler.on_messages(hub, socket, burst),
+                    });
                 }
                 Event::Activity => this.pulse.activity(),
                 Event::Beats(n) => match this.pulse.on_beats(n, heartbeat) {

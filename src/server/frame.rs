@@ -159,8 +159,16 @@ pub(crate) struct FrameReader {
     /// Received bytes not yet parsed. Empty with no allocation whenever no frame is partly
     /// received.
     buf: BytesMut,
-    /// A fragmented message in progress. Boxed: rare, and keeps the reader small.
-    assembly: Option<Box<Assembly>>,
+    /// What a reader rarely holds, boxed so that it costs an idle reader one pointer.
+    rare: Option<Box<Rare>>,
+}
+
+/// A reader's rare state: a fragmented message in progress, and an event that was read
+/// ahead and given back ([`FrameReader::give_back`]). The box goes once both are empty.
+#[derive(Default)]
+struct Rare {
+    assembly: Option<Assembly>,
+    held: Option<Result<Incoming, ReadError>>,
 }
 
 impl FrameReader {
@@ -168,14 +176,14 @@ impl FrameReader {
     pub(crate) fn new(leftover: Vec<u8>) -> Self {
         Self {
             buf: BytesMut::from(&leftover[..]),
-            assembly: None,
+            rare: None,
         }
     }
 
     /// Bytes held (read buffer and any message being assembled).
     #[cfg(test)]
     pub(crate) fn buffered_capacity(&self) -> usize {
-        self.buf.capacity() + self.assembly.as_ref().map_or(0, |a| a.data.capacity())
+        self.buf.capacity() + self.assembly().map_or(0, |a| a.data.capacity())
     }
 
     /// The next thing the client sent, reading from `stream` as needed.
@@ -215,9 +223,39 @@ impl FrameReader {
         }
     }
 
+    /// Gives back what [`next_buffered`](Self::next_buffered) returned: the next call (of
+    /// either method) returns it again. For a caller that reads ahead and meets what it
+    /// cannot take yet (the connection collecting a burst of messages meets a control frame
+    /// or a fault). At most one event is held.
+    pub(crate) fn give_back(&mut self, event: Result<Incoming, ReadError>) {
+        let rare = self.rare.get_or_insert_with(Box::default);
+        debug_assert!(rare.held.is_none(), "one event is held at a time");
+        rare.held = Some(event);
+    }
+
+    /// The fragmented message in progress, if any.
+    fn assembly(&self) -> Option<&Assembly> {
+        self.rare.as_ref().and_then(|r| r.assembly.as_ref())
+    }
+
+    /// Drops the rare state's box once it holds nothing.
+    fn release_rare_if_empty(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.assembly.is_none() && r.held.is_none())
+        {
+            self.rare = None;
+        }
+    }
+
     /// Parses the buffer up to the next event: `Ok(event)`, or `Err(n)` when the frame being
-    /// parsed needs `n` more bytes.
+    /// parsed needs `n` more bytes. An event given back comes first.
     fn next_parsed(&mut self, limits: &ReadLimits) -> Result<Result<Incoming, usize>, ReadError> {
+        if let Some(held) = self.rare.as_mut().and_then(|r| r.held.take()) {
+            self.release_rare_if_empty();
+            return held.map(Ok);
+        }
         loop {
             match self.parse(limits)? {
                 Parsed::Event(event) => {
@@ -331,8 +369,8 @@ impl FrameReader {
         }
         let len = len as usize;
         if !control {
-            let so_far = self.assembly.as_ref().map_or(0, |a| a.data.len());
-            match (opcode, &self.assembly) {
+            let so_far = self.assembly().map_or(0, |a| a.data.len());
+            match (opcode, self.assembly()) {
                 (OP_CONTINUATION, None) => {
                     return Err(fault(1002, "continuation without a message"));
                 }
@@ -388,14 +426,12 @@ impl FrameReader {
             return Ok(Parsed::Event(Incoming::Message(msg)));
         }
 
-        let assembly = match &mut self.assembly {
-            Some(a) => a,
-            slot @ None => slot.insert(Box::new(Assembly {
-                text: opcode == OP_TEXT,
-                data: BytesMut::new(),
-                utf8_valid: 0,
-            })),
-        };
+        let rare = self.rare.get_or_insert_with(Box::default);
+        let assembly = rare.assembly.get_or_insert_with(|| Assembly {
+            text: opcode == OP_TEXT,
+            data: BytesMut::new(),
+            utf8_valid: 0,
+        });
         assembly.data.extend_from_slice(&payload);
         drop(payload);
         if assembly.text {
@@ -404,10 +440,11 @@ impl FrameReader {
         if !fin {
             return Ok(Parsed::Continue);
         }
-        let Some(assembly) = self.assembly.take() else {
+        let Some(assembly) = self.rare.as_mut().and_then(|r| r.assembly.take()) else {
             return Ok(Parsed::Continue);
         };
-        let Assembly { text, data, .. } = *assembly;
+        self.release_rare_if_empty();
+        let Assembly { text, data, .. } = assembly;
         let data = data.freeze();
         let msg = if text {
             // Checked fragment by fragment above, completely at the final one.
@@ -612,5 +649,40 @@ mod tests {
             payload.is_unique(),
             "the reader still holds the frame's buffer"
         );
+    }
+
+    #[test]
+    fn an_event_given_back_comes_first_and_leaves_no_box() {
+        let mut input = masked(true, OP_TEXT, b"a");
+        input.extend(masked(true, OP_PING, b"p"));
+        input.extend(masked(false, OP_TEXT, b"b"));
+        let mut reader = FrameReader::new(input);
+        let limits = ReadLimits::new(1 << 20, 1 << 20);
+        let first = reader.next_buffered(&limits);
+        assert!(matches!(first, Some(Ok(Incoming::Message(_)))), "{first:?}");
+        let ping = reader.next_buffered(&limits).expect("the ping");
+        assert!(matches!(ping, Ok(Incoming::Ping(_))), "{ping:?}");
+        reader.give_back(ping);
+        assert!(reader.rare.is_some(), "held");
+        let again = reader.next_buffered(&limits);
+        assert!(
+            matches!(&again, Some(Ok(Incoming::Ping(p))) if &p[..] == b"p"),
+            "{again:?}"
+        );
+        assert!(reader.rare.is_none(), "nothing held, nothing assembled");
+        // A fragment in progress keeps the box, for the assembly; a fault given back meanwhile
+        // comes out first, the assembly stays.
+        assert!(
+            reader.next_buffered(&limits).is_none(),
+            "a first fragment only"
+        );
+        assert!(reader.assembly().is_some());
+        reader.give_back(Err(fault(1007, "invalid utf-8")));
+        let fault = reader.next_buffered(&limits);
+        assert!(
+            matches!(fault, Some(Err(ReadError::Fault(1007, _)))),
+            "{fault:?}"
+        );
+        assert!(reader.assembly().is_some(), "the assembly is kept");
     }
 }

@@ -152,6 +152,13 @@ impl InboundGate {
         verdict
     }
 
+    /// Whether the last verdict was [`Verdict::Close`]: the gate keeps it (the refusals are
+    /// over the limit's count until the connection ends), so a caller that reads ahead can
+    /// act on it later.
+    pub(crate) fn closing(&self, limit: Option<&RateLimit>) -> bool {
+        limit.is_some_and(|limit| self.refusals > limit.max_refusals)
+    }
+
     fn decide(&mut self, limit: &RateLimit, now: Instant) -> Verdict {
         let now = micros(now);
         let elapsed = now.saturating_sub(self.refilled) as f64 / 1e6;

@@ -19,6 +19,7 @@ mod chat_history;
 mod chat_metrics;
 mod chat_protocol;
 mod echo_example;
+mod server_bursts;
 mod server_events;
 mod server_faults;
 mod server_handshake;
