@@ -338,9 +338,58 @@ impl PresenceFeed {
 impl ChatHandler {
     /// Carries out one client request; `Err` is the error text for that client.
     async fn handle(&self, hub: &StreamHub, socket: &WebSocket, text: &str) -> Result<(), String> {
-        let action = serde_json::from_str::<Request>(text)
-            .map_err(|e| format!("invalid request: {e}"))?
-            .action()?;
+        self.act(hub, socket, parse(text)?).await
+    }
+
+    /// Carries out the requests of one read in order. A run of messages to one room goes
+    /// out as one burst (`publish_many_to_room`: each member's queue takes the run at once);
+    /// anything else is carried out as by `handle`, after the run before it went out.
+    async fn handle_burst(&self, hub: &StreamHub, socket: &WebSocket, msgs: &[SocketMessage]) {
+        let me = socket.id();
+        let mut run: Option<(Cow<'_, str>, Vec<Cow<'_, str>>)> = None;
+        for msg in msgs {
+            let action = match msg.as_text() {
+                Some(text) => parse(text),
+                None => Err(BINARY_REFUSED.to_string()),
+            };
+            let result = match action {
+                Ok(Action::Message { room, text }) => {
+                    if !hub.is_in_room(me, &room).await {
+                        Err(format!("not in room {room:?}: join it first"))
+                    } else {
+                        match &mut run {
+                            Some((at, texts)) if *at == room => texts.push(text),
+                            _ => {
+                                publish_run(hub, me, run.take()).await;
+                                run = Some((room, vec![text]));
+                            }
+                        }
+                        Ok(())
+                    }
+                }
+                Ok(action) => {
+                    publish_run(hub, me, run.take()).await;
+                    self.act(hub, socket, action).await
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = result {
+                // In order: the messages before this request go out first.
+                publish_run(hub, me, run.take()).await;
+                let event = ChatEvent::Error { error: &error };
+                hub.send_to(me, event.to_message()).await.ok();
+            }
+        }
+        publish_run(hub, me, run).await;
+    }
+
+    /// Carries out one parsed request; `Err` is the error text for that client.
+    async fn act(
+        &self,
+        hub: &StreamHub,
+        socket: &WebSocket,
+        action: Action<'_>,
+    ) -> Result<(), String> {
         let me = socket.id();
         match action {
             Action::Join { room, since } => {
@@ -421,12 +470,42 @@ impl ChatHandler {
     }
 }
 
+/// A request, or the error text for the client.
+fn parse(text: &str) -> Result<Action<'_>, String> {
+    serde_json::from_str::<Request>(text)
+        .map_err(|e| format!("invalid request: {e}"))?
+        .action()
+}
+
+/// The error text for a binary frame.
+const BINARY_REFUSED: &str = "binary frames are not supported: send JSON text";
+
+/// Publishes a run of one client's messages to one room, in order, as one burst.
+async fn publish_run(hub: &StreamHub, me: &str, run: Option<(Cow<'_, str>, Vec<Cow<'_, str>>)>) {
+    let Some((room, texts)) = run else { return };
+    hub.publish_many_to_room(&room, None, texts.iter(), |text, pos| {
+        ChatEvent::Message {
+            room: &room,
+            from: me,
+            text,
+            at: At::of(pos),
+        }
+        .to_message()
+    })
+    .await
+    .ok();
+}
+
 #[async_trait]
 impl StreamHandler for ChatHandler {
+    async fn on_messages(&self, hub: &StreamHub, socket: &WebSocket, msgs: Vec<SocketMessage>) {
+        self.handle_burst(hub, socket, &msgs).await;
+    }
+
     async fn on_message(&self, hub: &StreamHub, socket: &WebSocket, msg: SocketMessage) {
         let result = match msg.as_text() {
             Some(text) => self.handle(hub, socket, text).await,
-            None => Err("binary frames are not supported: send JSON text".to_string()),
+            None => Err(BINARY_REFUSED.to_string()),
         };
         if let Err(error) = result {
             let event = ChatEvent::Error { error: &error };

@@ -57,6 +57,18 @@ impl Client {
         send_text(&mut self.ws, &v.to_string()).await;
     }
 
+    /// Sends the requests with one write, so that the server reads them together.
+    async fn send_burst(&mut self, requests: &[Value]) {
+        for v in requests {
+            let text = match v {
+                Value::String(raw) => raw.clone(),
+                v => v.to_string(),
+            };
+            self.ws.feed(Message::text(text)).await.expect("feed");
+        }
+        self.ws.flush().await.expect("flush");
+    }
+
     /// The next frame of any kind, folding presence diffs into the views.
     async fn next_frame(&mut self) -> Value {
         self.next_frame_raw().await.1
@@ -600,4 +612,56 @@ async fn a_join_storm_of_2000_clients_costs_each_member_at_most_20_presence_fram
         "a member got {max} presence frames over {windows} windows"
     );
     assert!(max <= 20, "a member got {max} presence frames");
+}
+
+/// Requests read together go out as bursts (a run of messages to one room is published at
+/// once) and still come out exactly as one at a time would: in order, errors in their place
+/// and to the sender only, other requests between the runs, and a message after a leave
+/// refused.
+#[tokio::test]
+async fn requests_read_together_are_carried_out_in_order_with_runs_published_at_once() {
+    let (_hub, server) = start_chat().await;
+    let addr = server.local_addr();
+    let mut a = join_new(addr, "r").await;
+    let mut b = join_new(addr, "r").await;
+    let say = |room: &str, text: &str| json!({"action": "message", "room": room, "text": text});
+    a.send_burst(&[
+        say("r", "one"),
+        say("r", "two"),
+        say("x", "not a member"),
+        Value::String("{not json".to_string()),
+        say("r", "three"),
+        json!({"action": "online"}),
+        say("r", "four"),
+        json!({"action": "leave", "room": "r"}),
+        say("r", "after leaving"),
+    ])
+    .await;
+    let id = a.id.clone();
+    assert_eq!(a.recv().await, message("r", &id, "one"));
+    assert_eq!(a.recv().await, message("r", &id, "two"));
+    let error = a.recv().await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"], "not in room \"x\": join it first");
+    let error = a.recv().await;
+    assert_eq!(error["type"], "error");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid request"),
+        "{error}"
+    );
+    assert_eq!(a.recv().await, message("r", &id, "three"));
+    assert_eq!(a.recv().await["type"], "online");
+    assert_eq!(a.recv().await, message("r", &id, "four"));
+    assert_eq!(a.recv().await, left("r", &id));
+    let error = a.recv().await;
+    assert_eq!(error["error"], "not in room \"r\": join it first");
+    // The other member: the four messages, in order, and none of a's errors or replies.
+    for text in ["one", "two", "three", "four"] {
+        assert_eq!(b.recv().await, message("r", &id, text));
+    }
+    b.send(say("r", "from b")).await;
+    assert_eq!(b.recv().await, message("r", &b.id.clone(), "from b"));
 }
