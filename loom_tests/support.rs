@@ -3,8 +3,9 @@
 pub use loom::future::block_on;
 pub use loom::thread;
 pub use nucleus_stream::{
-    CloseReason, HubConfig, OverflowPolicy, QueueConfig, Receiver, Sender, SocketMessage,
-    StreamError, StreamHub, TryRecvError, TrySendError, Utf8Bytes, WebSocket, channel,
+    BroadcastReport, CloseReason, HubConfig, OverflowPolicy, QueueConfig, Receiver, Sender,
+    SocketMessage, StreamError, StreamHub, TryRecvError, TrySendError, Utf8Bytes, WebSocket,
+    channel,
 };
 
 /// Runs `f` under loom. `LOOM_MAX_PREEMPTIONS` (default 3 here) bounds the preemptions per

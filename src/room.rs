@@ -125,6 +125,16 @@ impl Members {
         // Every member's reference with one read-modify-write (the one `except` skips goes
         // back when `shares` drops); see `src/shared_message.rs`.
         let mut shares = msg.shares(self.len);
+        self.each_queue(except, |queue| {
+            let handle = shares.take().unwrap_or_else(|| msg.clone());
+            report.record(queue.push(handle));
+        });
+        report
+    }
+
+    /// Calls `f` with the queue of every member except `except`, in snapshot order.
+    #[inline(always)]
+    fn each_queue(&self, except: *const SocketEntry, mut f: impl FnMut(&Shared)) {
         for chunk in self.chunks() {
             for (i, m) in chunk.iter().enumerate() {
                 // In a large room each queue header is a cache miss; asking for the one
@@ -136,12 +146,9 @@ impl Members {
                     continue;
                 }
                 // SAFETY: `self` keeps the member's entry, and so its queue, alive.
-                let queue = unsafe { &*m.queue };
-                let handle = shares.take().unwrap_or_else(|| msg.clone());
-                report.record(queue.push(handle));
+                f(unsafe { &*m.queue });
             }
         }
-        report
     }
 
     /// Pushes a burst of messages, in order, to every member except `except`; never
@@ -160,40 +167,30 @@ impl Members {
         let burst = BurstSize::of(msgs);
         let mut shares: SmallVec<[_; BURST_INLINE]> =
             msgs.iter().map(|m| m.shares(self.len)).collect();
-        for chunk in self.chunks() {
-            for (i, m) in chunk.iter().enumerate() {
-                if let Some(ahead) = chunk.get(i + PREFETCH_AHEAD) {
-                    prefetch_queue(ahead.queue);
+        self.each_queue(except, |queue| {
+            let handles = shares
+                .iter_mut()
+                .zip(msgs)
+                .map(|(shares, msg)| shares.take().unwrap_or_else(|| msg.clone()));
+            match queue.push_burst(&burst, handles) {
+                Ok(()) => {
+                    report.queued += msgs.len();
+                    bytes += burst.bytes();
                 }
-                if ptr::eq(m.entry, except) {
-                    continue;
-                }
-                // SAFETY: `self` keeps the member's entry, and so its queue, alive.
-                let queue = unsafe { &*m.queue };
-                let handles = shares
-                    .iter_mut()
-                    .zip(msgs)
-                    .map(|(shares, msg)| shares.take().unwrap_or_else(|| msg.clone()));
-                match queue.push_burst(&burst, handles) {
-                    Ok(()) => {
-                        report.queued += msgs.len();
-                        bytes += burst.bytes();
-                    }
-                    // Not all of it fits (or the queue closed): one at a time, each under
-                    // the queue's overflow policy.
-                    Err(handles) => {
-                        for handle in handles {
-                            let len = handle.len() as u64;
-                            let outcome = queue.push(handle);
-                            if outcome.is_ok() {
-                                bytes += len;
-                            }
-                            report.record(outcome);
+                // Not all of it fits (or the queue closed): one at a time, each under the
+                // queue's overflow policy.
+                Err(handles) => {
+                    for handle in handles {
+                        let len = handle.len() as u64;
+                        let outcome = queue.push(handle);
+                        if outcome.is_ok() {
+                            bytes += len;
                         }
+                        report.record(outcome);
                     }
                 }
             }
-        }
+        });
         (report, bytes)
     }
 }

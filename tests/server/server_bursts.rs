@@ -50,8 +50,8 @@ impl StreamHandler for Bursts {
     }
 }
 
-#[tokio::test]
-async fn messages_read_together_are_one_burst_and_a_close_read_with_them_waits_for_it() {
+/// A bundled server with a [`Bursts`] handler, and a raw client connected to it.
+async fn serve_bursts() -> (Arc<Bursts>, TestServer, RawClient) {
     let hub = StreamHub::new();
     let handler = Arc::new(Bursts::default());
     let server = start_on(
@@ -61,9 +61,15 @@ async fn messages_read_together_are_one_burst_and_a_close_read_with_them_waits_f
         ServerConfig::default(),
     )
     .await;
-    let mut c = RawClient::connect(server.local_addr(), "/", &[])
+    let c = RawClient::connect(server.local_addr(), "/", &[])
         .await
         .expect_open();
+    (handler, server, c)
+}
+
+#[tokio::test]
+async fn messages_read_together_are_one_burst_and_a_close_read_with_them_waits_for_it() {
+    let (handler, server, mut c) = serve_bursts().await;
     // One write: three messages with a ping among them, then a close.
     let mut bytes = Vec::new();
     bytes.extend(client_frame(true, OP_TEXT, b"m0", true));
@@ -110,18 +116,7 @@ async fn messages_read_together_are_one_burst_and_a_close_read_with_them_waits_f
 /// A message read alone goes to `on_message`, as before bursts existed.
 #[tokio::test]
 async fn a_message_read_alone_goes_to_on_message() {
-    let hub = StreamHub::new();
-    let handler = Arc::new(Bursts::default());
-    let server = start_on(
-        Transport::Bundled,
-        &hub,
-        handler.clone(),
-        ServerConfig::default(),
-    )
-    .await;
-    let mut c = RawClient::connect(server.local_addr(), "/", &[])
-        .await
-        .expect_open();
+    let (handler, server, mut c) = serve_bursts().await;
     c.send_text("alone").await;
     eventually("on_message", || !handler.calls().is_empty()).await;
     assert_eq!(handler.calls(), [Call::One("alone".into())]);
@@ -132,18 +127,7 @@ async fn a_message_read_alone_goes_to_on_message() {
 /// 1007 only after the two messages before it were handled.
 #[tokio::test]
 async fn a_fault_read_with_a_burst_closes_after_the_burst_was_handled() {
-    let hub = StreamHub::new();
-    let handler = Arc::new(Bursts::default());
-    let server = start_on(
-        Transport::Bundled,
-        &hub,
-        handler.clone(),
-        ServerConfig::default(),
-    )
-    .await;
-    let mut c = RawClient::connect(server.local_addr(), "/", &[])
-        .await
-        .expect_open();
+    let (handler, server, mut c) = serve_bursts().await;
     let mut bytes = Vec::new();
     bytes.extend(client_frame(true, OP_TEXT, b"m0", true));
     bytes.extend(client_frame(true, OP_TEXT, b"m1", true));
