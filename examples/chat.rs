@@ -335,61 +335,48 @@ impl PresenceFeed {
     }
 }
 
-impl ChatHandler {
-    /// Carries out one client request; `Err` is the error text for that client.
-    async fn handle(&self, hub: &StreamHub, socket: &WebSocket, text: &str) -> Result<(), String> {
-        self.act(hub, socket, parse(text)?).await
-    }
+/// A run of one client's messages to one room, not yet published: the room and the texts.
+type Run<'a> = Option<(Cow<'a, str>, Vec<Cow<'a, str>>)>;
 
-    /// Carries out the requests of one read in order. A run of messages to one room goes
-    /// out as one burst (`publish_many_to_room`: each member's queue takes the run at once);
-    /// anything else is carried out as by `handle`, after the run before it went out.
-    async fn handle_burst(&self, hub: &StreamHub, socket: &WebSocket, msgs: &[SocketMessage]) {
+impl ChatHandler {
+    /// Carries out a client's requests (one, or those of one read) in order. Consecutive
+    /// messages to one room are collected into a run that goes out as one burst
+    /// (`publish_many_to_room`: each member's queue takes the run at once); any other
+    /// request, and any error, first sends the run before it, so the order holds.
+    async fn handle(&self, hub: &StreamHub, socket: &WebSocket, msgs: &[SocketMessage]) {
         let me = socket.id();
-        let mut run: Option<(Cow<'_, str>, Vec<Cow<'_, str>>)> = None;
+        let mut run: Run<'_> = None;
         for msg in msgs {
-            let action = match msg.as_text() {
-                Some(text) => parse(text),
+            let result = match msg.as_text() {
+                Some(text) => match parse(text) {
+                    Ok(action) => self.act(hub, socket, action, &mut run).await,
+                    Err(error) => Err(error),
+                },
                 None => Err(BINARY_REFUSED.to_string()),
             };
-            let result = match action {
-                Ok(Action::Message { room, text }) => {
-                    if !hub.is_in_room(me, &room).await {
-                        Err(format!("not in room {room:?}: join it first"))
-                    } else {
-                        match &mut run {
-                            Some((at, texts)) if *at == room => texts.push(text),
-                            _ => {
-                                publish_run(hub, me, run.take()).await;
-                                run = Some((room, vec![text]));
-                            }
-                        }
-                        Ok(())
-                    }
-                }
-                Ok(action) => {
-                    publish_run(hub, me, run.take()).await;
-                    self.act(hub, socket, action).await
-                }
-                Err(error) => Err(error),
-            };
             if let Err(error) = result {
-                // In order: the messages before this request go out first.
                 publish_run(hub, me, run.take()).await;
                 let event = ChatEvent::Error { error: &error };
+                // If even this fails the client is going away; nothing else to do.
                 hub.send_to(me, event.to_message()).await.ok();
             }
         }
         publish_run(hub, me, run).await;
     }
 
-    /// Carries out one parsed request; `Err` is the error text for that client.
-    async fn act(
+    /// Carries out one parsed request: a message joins `run` (it goes out with the messages
+    /// to the same room that follow it); anything else sends `run` first. `Err` is the error
+    /// text for that client.
+    async fn act<'a>(
         &self,
         hub: &StreamHub,
         socket: &WebSocket,
-        action: Action<'_>,
+        action: Action<'a>,
+        run: &mut Run<'a>,
     ) -> Result<(), String> {
+        if !matches!(action, Action::Message { .. }) {
+            publish_run(hub, socket.id(), run.take()).await;
+        }
         let me = socket.id();
         match action {
             Action::Join { room, since } => {
@@ -438,14 +425,13 @@ impl ChatHandler {
                 if !hub.is_in_room(me, &room).await {
                     return Err(format!("not in room {room:?}: join it first"));
                 }
-                // The frame is built once its position is assigned, so it can carry it.
-                publish(hub, &room, |at| ChatEvent::Message {
-                    room: &room,
-                    from: me,
-                    text: &text,
-                    at,
-                })
-                .await;
+                match run {
+                    Some((to, texts)) if *to == room => texts.push(text),
+                    _ => {
+                        publish_run(hub, me, run.take()).await;
+                        *run = Some((room, vec![text]));
+                    }
+                }
             }
             Action::Online => {
                 let mut users = hub.online_users().await;
@@ -480,8 +466,9 @@ fn parse(text: &str) -> Result<Action<'_>, String> {
 /// The error text for a binary frame.
 const BINARY_REFUSED: &str = "binary frames are not supported: send JSON text";
 
-/// Publishes a run of one client's messages to one room, in order, as one burst.
-async fn publish_run(hub: &StreamHub, me: &str, run: Option<(Cow<'_, str>, Vec<Cow<'_, str>>)>) {
+/// Publishes a run of one client's messages to one room, in order, as one burst. Each frame
+/// is built once its position is assigned, so it can carry it.
+async fn publish_run(hub: &StreamHub, me: &str, run: Run<'_>) {
     let Some((room, texts)) = run else { return };
     hub.publish_many_to_room(&room, None, texts.iter(), |text, pos| {
         ChatEvent::Message {
@@ -499,19 +486,11 @@ async fn publish_run(hub: &StreamHub, me: &str, run: Option<(Cow<'_, str>, Vec<C
 #[async_trait]
 impl StreamHandler for ChatHandler {
     async fn on_messages(&self, hub: &StreamHub, socket: &WebSocket, msgs: Vec<SocketMessage>) {
-        self.handle_burst(hub, socket, &msgs).await;
+        self.handle(hub, socket, &msgs).await;
     }
 
     async fn on_message(&self, hub: &StreamHub, socket: &WebSocket, msg: SocketMessage) {
-        let result = match msg.as_text() {
-            Some(text) => self.handle(hub, socket, text).await,
-            None => Err(BINARY_REFUSED.to_string()),
-        };
-        if let Err(error) = result {
-            let event = ChatEvent::Error { error: &error };
-            // If even this fails the client is going away; nothing else to do.
-            hub.send_to(socket.id(), event.to_message()).await.ok();
-        }
+        self.handle(hub, socket, std::slice::from_ref(&msg)).await;
     }
 
     async fn on_disconnect_with(&self, _hub: &StreamHub, gone: &Disconnect) {
