@@ -16,7 +16,7 @@ use crate::presence::Presence;
 use crate::presence_events::{PresenceEvents, PresenceKey, PresenceSubscription};
 use crate::queue::{CloseReason, PushError};
 use crate::report::BroadcastReport;
-use crate::room::{JoinOutcome, LeaveOutcome, Room, RoomCell};
+use crate::room::{JoinOutcome, LeaveOutcome, Members, Room, RoomCell};
 use crate::shared_message::SharedMessage;
 use crate::socket::WebSocket;
 use crate::socket_id::SocketIdGenerator;
@@ -703,36 +703,42 @@ impl StreamHub {
         msg: &SharedMessage,
         except: Option<&str>,
     ) -> (BroadcastReport, bool) {
-        // Hold the excluded entry so its address cannot be reused by a new socket while we
-        // compare against it.
-        let except = except.and_then(|id| self.inner.sockets.get(id));
-        let except_ptr = except.as_ref().map_or(ptr::null(), Arc::as_ptr);
-        let report = self
-            .inner
-            .rooms
-            .with(room, |cell| cell.load().broadcast(msg, except_ptr))
-            .unwrap_or_default();
-        self.inner.counters.outbound(&report, msg.len());
-        (report, except.is_some())
+        self.deliver_to_members(room, except, |members, except| {
+            let report = members.broadcast(msg, except);
+            (report, (report.queued * msg.len()) as u64)
+        })
     }
 
     /// Local delivery of a burst to a room, recipient-major ([`Members::broadcast_burst`]);
     /// also says whether the excluded socket is local.
-    ///
-    /// [`Members::broadcast_burst`]: crate::room::Members::broadcast_burst
     pub(crate) fn deliver_room_burst(
         &self,
         room: &str,
         msgs: &[SharedMessage],
         except: Option<&str>,
     ) -> (BroadcastReport, bool) {
-        // Held, as in `deliver_room`, so that its address cannot be reused meanwhile.
+        self.deliver_to_members(room, except, |members, except| {
+            members.broadcast_burst(msgs, except)
+        })
+    }
+
+    /// Runs `deliver` on the room's current members (if the room exists) with the excluded
+    /// socket's entry, counts what it queued (its report and bytes) in the totals, and says
+    /// whether the excluded socket is local.
+    fn deliver_to_members(
+        &self,
+        room: &str,
+        except: Option<&str>,
+        deliver: impl FnOnce(&Members, *const SocketEntry) -> (BroadcastReport, u64),
+    ) -> (BroadcastReport, bool) {
+        // Hold the excluded entry so its address cannot be reused by a new socket while we
+        // compare against it.
         let except = except.and_then(|id| self.inner.sockets.get(id));
         let except_ptr = except.as_ref().map_or(ptr::null(), Arc::as_ptr);
         let (report, bytes) = self
             .inner
             .rooms
-            .with(room, |cell| cell.load().broadcast_burst(msgs, except_ptr))
+            .with(room, |cell| deliver(&cell.load(), except_ptr))
             .unwrap_or_default();
         self.inner.counters.outbound_bytes(&report, bytes);
         (report, except.is_some())
