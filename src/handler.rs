@@ -11,7 +11,8 @@ use crate::socket::WebSocket;
 ///
 /// A transport (the bundled server, or your own) calls [`on_connect`](Self::on_connect) once
 /// the socket is registered, [`on_message`](Self::on_message) for each text or binary message
-/// in order (or [`on_messages`](Self::on_messages) for several that one read brought), and [`on_disconnect_with`](Self::on_disconnect_with) exactly once after the socket
+/// in order (or [`on_messages`](Self::on_messages) for several that one read brought), and
+/// [`on_disconnect_with`](Self::on_disconnect_with) exactly once after the socket
 /// has been unregistered (so it is already out of every room). Its default body calls the
 /// guide's [`on_disconnect`](Self::on_disconnect) with the socket id: implement whichever
 /// you need — `on_disconnect_with` when you want the socket, the rooms it was in and the

@@ -103,6 +103,28 @@ async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
     panic!("not within {WAIT:?}: {what}");
 }
 
+/// Broadcasts `text` to room "r" from `from` (whose own member takes its copy from
+/// `from_rx`) and says whether it reached the other node's member (`to_rx`) within 200 ms;
+/// older copies of earlier tries are skipped.
+async fn reaches(
+    from: &StreamHub,
+    from_rx: &mut Receiver,
+    to_rx: &mut Receiver,
+    text: &str,
+) -> bool {
+    from.broadcast_to_room("r", SocketMessage::text(text))
+        .await
+        .unwrap();
+    let _ = from_rx.recv().await;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), to_rx.recv()).await {
+            Ok(Some(m)) if m.as_text() == Some(text) => return true,
+            Ok(Some(_)) => continue,
+            _ => return false,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_split_across_nodes_gets_each_broadcast_exactly_once() {
     let redis = RedisServer::start();
@@ -399,36 +421,14 @@ async fn a_redis_restart_fails_fast_then_the_cluster_heals() {
         a.hub.is_user_online("bob").await
     })
     .await;
-    // Whole again: cross-node delivery both ways (retry until both subscriptions are live).
+    // Whole again: cross-node delivery both ways, each retried until the receiving node's
+    // subscription is live (a's may go live after b's: one "back" sent before that is lost).
     eventually("a reaches b", async || {
-        a.hub
-            .broadcast_to_room("r", SocketMessage::text("up"))
-            .await
-            .unwrap();
-        let _ = a_rx.recv().await;
-        tokio::time::timeout(Duration::from_millis(200), b_rx.recv())
-            .await
-            .ok()
-            .flatten()
-            .and_then(|m| m.as_text().map(|t| t.starts_with("up")))
-            .unwrap_or(false)
+        reaches(&a.hub, &mut a_rx, &mut b_rx, "up").await
     })
     .await;
-    // And the other way, retried the same way: a's subscription may go live after b's, and
-    // a single "back" sent before that would be lost on its way to a.
     eventually("b reaches a", async || {
-        b.hub
-            .broadcast_to_room("r", SocketMessage::text("back"))
-            .await
-            .unwrap();
-        let _ = b_rx.recv().await;
-        loop {
-            match tokio::time::timeout(Duration::from_millis(200), a_rx.recv()).await {
-                Ok(Some(m)) if m.as_text() == Some("back") => return true,
-                Ok(Some(_)) => continue,
-                _ => return false,
-            }
-        }
+        reaches(&b.hub, &mut b_rx, &mut a_rx, "back").await
     })
     .await;
     assert!(a.cluster().stats().publisher_connects >= 2);
